@@ -1,0 +1,21 @@
+"""Cutout Guard: BEN2 cutout, Florence-2 caption and Llama Guard safety check for ComfyUI.
+
+Importing this package imports no runtime (onnxruntime, torch, transformers, llama_cpp) and
+no ComfyUI module; those load when a node runs.
+"""
+
+from __future__ import annotations
+
+from . import ben2_nodes
+
+NODE_CLASS_MAPPINGS = {
+    "CutoutGuardLoadBEN2": ben2_nodes.LoadBEN2,
+    "CutoutGuardRemoveBackground": ben2_nodes.RemoveBackground,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "CutoutGuardLoadBEN2": "Load BEN2",
+    "CutoutGuardRemoveBackground": "Remove Background (BEN2)",
+}
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Node adapters for BEN2: Load BEN2 and Remove Background (BEN2)."""
+
+from __future__ import annotations
+
+import logging
+
+from . import host, imageops, tensors
+from .handle import ModelHandle
+from .models import BEN2
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "Cutout Guard"
+BEN2_TYPE = "CUTOUT_GUARD_BEN2"
+
+
+class LoadBEN2:
+    """Loads a BEN2 ONNX model on the CPU or a CUDA GPU."""
+
+    DESCRIPTION = "Loads a BEN2 background-removal model (ONNX). The default model downloads on first use (223 MB)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (BEN2_TYPE,)
+    RETURN_NAMES = ("ben2",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (
+                    host.model_choices(BEN2),
+                    {"default": BEN2.defaults[0].name, "tooltip": "ONNX file in models/ben2. BEN2_Base.onnx downloads from PramaLLC/BEN2 when missing."},
+                ),
+                "provider": (["CPU", "CUDA"], {"default": "CPU", "tooltip": "CPU: onnxruntime on the processor. CUDA: an NVIDIA GPU (needs onnxruntime-gpu)."}),
+            },
+            "optional": {
+                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+            },
+        }
+
+    def load(self, model, provider, keep_loaded=True):
+        from .engines.ben2 import Ben2
+
+        path = host.model_path(BEN2, model)
+        handle = ModelHandle(f"BEN2 {model} ({provider})", lambda: Ben2.load(path, provider=provider), keep_loaded=keep_loaded)
+        handle.get()  # load now, so a bad file or provider is reported on this node
+        handle.done()
+        return (handle,)
+
+
+class RemoveBackground:
+    """Cuts the subject out of each image of a batch with BEN2."""
+
+    DESCRIPTION = "Removes the background with BEN2: a transparent cutout (or one on a colour) and the subject mask."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("cutout", "mask")
+    OUTPUT_TOOLTIPS = (
+        "Transparent: RGBA images (SaveImage writes a transparent PNG). Color: RGB on the chosen colour.",
+        "Subject mask [B,H,W]: 1.0 = subject, 0.0 = background (the inverse of LoadImage's mask).",
+    )
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ben2": (BEN2_TYPE, {"tooltip": "From Load BEN2."}),
+                "image": ("IMAGE", {"tooltip": "Any size and batch; RGBA inputs use their colour channels."}),
+                "background": (["transparent", "color"], {"default": "transparent", "tooltip": "transparent: RGBA output. color: composite on 'color'."}),
+                "color": ("STRING", {"default": "#FFFFFF", "tooltip": "Background colour as #RRGGBB, used when background is 'color'."}),
+                "refine_foreground": ("BOOLEAN", {"default": False, "tooltip": "Remove the old background's colour from soft edges (hair, fur). Slower."}),
+                "mask_values": (["normalized", "raw"], {"default": "normalized", "tooltip": "normalized: stretched to 0..1 as BEN2's own runner does. raw: the model's probabilities."}),
+            },
+        }
+
+    def run(self, ben2, image, background, color, refine_foreground, mask_values):
+        count = tensors.batch_size(image)
+        fill = imageops.parse_color(color) if background == "color" else None
+        model = ben2.get()
+        progress = host.Progress(count)
+        cutouts, alphas = [], []
+        try:
+            for index in range(count):
+                host.check_interrupt()
+                rgb = tensors.frame(image, index)
+                alpha = model.matte(rgb, normalize=mask_values == "normalized")
+                if refine_foreground:
+                    rgb = imageops.estimate_foreground(rgb, alpha)
+                cutouts.append(imageops.cutout(rgb, alpha, color=fill))
+                alphas.append(alpha)
+                progress.step()
+        finally:
+            ben2.done()
+        return (tensors.to_image(cutouts), tensors.to_mask(alphas))

@@ -1,0 +1,95 @@
+"""BEN2 background matting on onnxruntime: ``Ben2.load(path, provider=...).matte(rgb) -> alpha``.
+
+Pre-processing follows the official ONNX runner: RGB resized to 1024², values in 0..1 (no
+mean/std), NCHW. The network's output is already a probability map ``[1,1,1024,1024]`` (float16
+in the published file: cast to float32). Post-processing min-max normalises it, as the runner
+does, except that a flat map (max = min) is returned as is instead of dividing by zero; the raw
+map is available with ``normalize=False``. The map is resized back to the input size (bilinear,
+antialiased when shrinking). The model has a fixed batch of 1: callers loop over images.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import imageops
+from ..errors import BadInput, ModelCorrupt
+from .onnx_runtime import create_session
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = 1024
+FLAT_EPSILON = 1e-6
+
+
+def preprocess(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """``H×W×3`` float 0..1 → ``[1,3,size,size]`` float32."""
+    resized = imageops.resize(rgb.astype(np.float32, copy=False), size, size)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def postprocess(prob: np.ndarray, width: int, height: int, *, normalize: bool = True) -> np.ndarray:
+    """Network output (any leading singleton dims) → ``height×width`` float32 alpha in 0..1."""
+    plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2:])
+    if normalize:
+        low, high = float(plane.min()), float(plane.max())
+        if high - low > FLAT_EPSILON:
+            plane = (plane - low) / (high - low)
+    return np.clip(imageops.resize_plane(plane, width, height), 0.0, 1.0)
+
+
+@dataclass
+class Ben2:
+    """A loaded BEN2 session. Create with :meth:`load`; free with :meth:`close`."""
+
+    session: object
+    path: Path
+    provider: str
+    input_name: str
+    input_size: int
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        provider: str = "CPU",
+        threads: int | None = None,
+        mem_arena: bool = False,
+        mem_pattern: bool = True,
+    ) -> "Ben2":
+        path = Path(path)
+        session = create_session(
+            path, provider=provider, label="BEN2", threads=threads, mem_arena=mem_arena, mem_pattern=mem_pattern
+        )
+        inputs = session.get_inputs()
+        shape = list(inputs[0].shape) if inputs else []
+        if len(inputs) != 1 or len(shape) != 4 or shape[1] not in (3, "3"):
+            raise ModelCorrupt(
+                f"BEN2: {path} does not look like a BEN2 model (inputs {[(i.name, i.shape) for i in inputs]}, "
+                "expected one [1,3,1024,1024] image input) — choose BEN2_Base.onnx"
+            )
+        size = shape[2] if isinstance(shape[2], int) and shape[2] > 0 else INPUT_SIZE
+        return cls(session=session, path=path, provider=provider, input_name=inputs[0].name, input_size=size)
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the network on a pre-processed ``[1,3,S,S]`` tensor; the raw float32 probability map."""
+        if self.session is None:
+            raise RuntimeError("BEN2 session is closed")
+        output = self.session.run(None, {self.input_name: tensor})[0]
+        return np.asarray(output, dtype=np.float32)
+
+    def matte(self, rgb: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+        """``H×W×3`` float 0..1 RGB → ``H×W`` float32 alpha (1 = subject)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise BadInput(f"BEN2 expects an H×W×3 RGB image, got shape {rgb.shape}")
+        height, width = rgb.shape[:2]
+        prob = self.infer(preprocess(rgb, self.input_size))
+        return postprocess(prob, width, height, normalize=normalize)
+
+    def close(self) -> None:
+        self.session = None

@@ -1,0 +1,129 @@
+"""Everything the node adapters need from ComfyUI, in one place, with plain-Python fallbacks.
+
+Inside ComfyUI: model folders come from ``folder_paths`` (so ``extra_model_paths.yaml`` works),
+progress goes to ComfyUI's progress bar and a cancel in the UI stops work between images.
+Outside it (tests, scripts calling the nodes directly) model folders are
+``$CUTOUT_GUARD_MODELS_DIR/<key>`` (default ``./models/<key>``), progress is logged and nothing
+cancels. Engines never import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .models import KINDS, ModelKind, get_kind, list_models
+
+log = logging.getLogger(__name__)
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # ComfyUI's module; absent in a plain Python process
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def in_comfyui() -> bool:
+    return _folder_paths() is not None
+
+
+def register_model_folders() -> None:
+    """Add the pack's model folders to ComfyUI, appending to any that exist (never replacing)."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    for kind in KINDS.values():
+        default_dir = os.path.join(fp.models_dir, kind.folder_key)
+        entry = fp.folder_names_and_paths.get(kind.folder_key)
+        if entry is None:
+            fp.folder_names_and_paths[kind.folder_key] = ([default_dir], set(kind.extensions))
+            continue
+        paths, extensions = entry
+        if default_dir not in paths:
+            paths.append(default_dir)
+        if extensions:  # an empty set means "any file": leave it so
+            extensions.update(kind.extensions)
+
+
+def model_folders(kind: ModelKind | str) -> list[Path]:
+    """Folders searched for a kind's models, the first being where downloads go."""
+    kind = get_kind(kind) if isinstance(kind, str) else kind
+    fp = _folder_paths()
+    if fp is not None:
+        register_model_folders()
+        return [Path(p) for p in fp.get_folder_paths(kind.folder_key)]
+    root = Path(os.environ.get("CUTOUT_GUARD_MODELS_DIR", "models"))
+    return [root / kind.folder_key]
+
+
+def model_choices(kind: ModelKind | str) -> list[str]:
+    """Dropdown entries: the default models first, then what is found in the model folders."""
+    kind = get_kind(kind) if isinstance(kind, str) else kind
+    fp = _folder_paths()
+    if fp is not None and not kind.is_folder:
+        register_model_folders()
+        names = [d.name for d in kind.defaults]
+        names += [n for n in fp.get_filename_list(kind.folder_key) if n.lower().endswith(kind.extensions)]
+        return list(dict.fromkeys(names))
+    return list_models(kind, model_folders(kind))
+
+
+def model_path(kind: ModelKind | str, name: str) -> Path:
+    """The verified local path of a model, downloading a default model when it is missing."""
+    from .download import obtain
+
+    kind = get_kind(kind) if isinstance(kind, str) else kind
+    bar = Progress(100)
+
+    def report(done: int, total: int) -> None:
+        if total:
+            bar.update_absolute(min(100, done * 100 // total))
+
+    return obtain(kind, name, model_folders(kind), progress=report)
+
+
+class Progress:
+    """ComfyUI's progress bar for the running node, or a no-op outside ComfyUI."""
+
+    def __init__(self, total: int):
+        self.total = max(1, total)
+        self.value = 0
+        self._bar = None
+        try:
+            import comfy.utils
+
+            self._bar = comfy.utils.ProgressBar(self.total)
+        except Exception:  # not inside ComfyUI, or no node is running
+            self._bar = None
+
+    def update_absolute(self, value: int) -> None:
+        self.value = value
+        if self._bar is not None:
+            self._bar.update_absolute(value, self.total)
+
+    def step(self) -> None:
+        self.update_absolute(self.value + 1)
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed cancel."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def torch_device():
+    """ComfyUI's torch device, or CUDA when available, else CPU."""
+    try:
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    except ImportError:
+        import torch
+
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")

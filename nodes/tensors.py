@@ -1,0 +1,54 @@
+"""ComfyUI's tensor conventions, decided once.
+
+IMAGE is a torch tensor ``[B,H,W,C]`` float 0..1 (C is 3, sometimes 4); MASK is ``[B,H,W]``.
+The pack's masks use **1.0 = subject** (the alpha of the cutout), the convention of background
+removal nodes; ComfyUI's own LoadImage mask is the opposite (1 − alpha). Engines work on numpy
+``H×W×3`` float32 frames. torch is imported when a function runs, not when the pack is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .errors import BadInput
+
+
+def batch_size(image) -> int:
+    """Number of images in an IMAGE batch; a clear error for an empty or malformed batch."""
+    if image is None or getattr(image, "ndim", 0) != 4:
+        shape = tuple(getattr(image, "shape", ()))
+        raise BadInput(f"expected an IMAGE batch [B,H,W,C], got shape {shape}")
+    if image.shape[0] == 0:
+        raise BadInput("the IMAGE batch is empty — connect a node that outputs at least one image")
+    if image.shape[-1] not in (1, 3, 4):
+        raise BadInput(f"expected 1, 3 or 4 channels, got {image.shape[-1]}")
+    return int(image.shape[0])
+
+
+def frame(image, index: int) -> np.ndarray:
+    """Image ``index`` of a batch as ``H×W×3`` float32 RGB (alpha dropped, grey expanded)."""
+    array = image[index].detach().to("cpu").float().numpy()
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.clip(array[..., :3], 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def frames(image) -> Iterator[np.ndarray]:
+    for index in range(batch_size(image)):
+        yield frame(image, index)
+
+
+def to_image(arrays: list[np.ndarray]):
+    """Stack ``H×W×C`` float arrays into an IMAGE tensor."""
+    import torch
+
+    return torch.from_numpy(np.stack(arrays, axis=0).astype(np.float32))
+
+
+def to_mask(alphas: list[np.ndarray]):
+    """Stack ``H×W`` alpha maps (1 = subject) into a MASK tensor."""
+    import torch
+
+    return torch.from_numpy(np.stack(alphas, axis=0).astype(np.float32))
