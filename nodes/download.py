@@ -104,8 +104,8 @@ def download(
                 f"the hub refused access (HTTP {status}): accept the licence at {default.url} and set HF_TOKEN"
             ) from None
         raise failed(f"hub error: {exc}") from None
-    except (hub_errors.OfflineModeIsEnabled, OSError) as exc:
-        raise failed(f"offline or unreachable: {exc}") from None
+    except Exception as exc:  # offline, refused, DNS, TLS: the HTTP client's own error types vary
+        raise failed(f"offline or unreachable: {type(exc).__name__}: {exc}") from None
 
     commit = next((m.commit_hash for m in metas.values() if m.commit_hash), None) or revision
     total = sum((m.size or 0) for m in metas.values())
@@ -128,8 +128,8 @@ def download(
                     endpoint=endpoint,
                     tqdm_class=tqdm_class,
                 )
-            except (hub_errors.HfHubHTTPError, OSError) as exc:
-                raise failed(f"download of {remote.filename} failed: {exc}") from None
+            except Exception as exc:  # broken transfers surface as the HTTP client's own errors
+                raise failed(f"download of {remote.filename} failed: {type(exc).__name__}: {exc}") from None
             local = Path(local)
             size = local.stat().st_size
             digest = sha256_of(local)

@@ -32,3 +32,18 @@ def models_dir(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("CUTOUT_GUARD_MODELS_DIR", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    """A real ComfyUI started with --cpu and this pack installed; skipped without COMFYUI_DIR."""
+    comfy_dir = os.environ.get("COMFYUI_DIR")
+    if not comfy_dir:
+        pytest.skip("COMFYUI_DIR is not set: no real ComfyUI to test against")
+    from comfyui_harness import ComfyUI
+
+    server = ComfyUI(Path(comfy_dir), tmp_path_factory.mktemp("comfyui"), python=os.environ.get("COMFYUI_PYTHON"))
+    try:
+        yield server
+    finally:
+        server.close()
