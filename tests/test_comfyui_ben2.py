@@ -16,18 +16,17 @@ pytestmark = pytest.mark.comfyui
 def test_pack_loads_without_import_errors(comfyui):
     info = comfyui.object_info()
     assert "CutoutGuardLoadBEN2" in info and "CutoutGuardRemoveBackground" in info, comfyui.log()[-3000:]
-    assert "Cannot import" not in comfyui.log() or "cutout-guard" not in comfyui.log().split("Cannot import")[1][:300]
+    timing = [line for line in comfyui.log().splitlines() if line.rstrip().endswith("custom_nodes/cutout-guard")]
+    assert timing and not any("IMPORT FAILED" in line for line in timing), comfyui.log()[-3000:]
     load = info["CutoutGuardLoadBEN2"]["input"]["required"]
     assert load["provider"][0] == ["CPU", "CUDA"]
 
 
 def test_cutout_prompt_saves_an_rgba_png(comfyui, tmp_path):
     build_ben2(comfyui.models_root / "ben2" / "tiny_ben2.onnx", size=64)
-    rng = np.random.default_rng(0)
     pixels = np.zeros((96, 128, 3), np.uint8)
-    pixels[:, :64] = (30, 60, 220)
-    pixels[:, 64:] = (220, 40, 30)
-    pixels = np.clip(pixels + rng.integers(-20, 20, pixels.shape), 0, 255).astype(np.uint8)
+    pixels[:, :64] = (0, 0, 255)  # the tiny model scores blue as subject
+    pixels[:, 64:] = (255, 0, 0)  # and red as background
     source = tmp_path / "photo.png"
     Image.fromarray(pixels).save(source)
     name = comfyui.upload_image(source)
