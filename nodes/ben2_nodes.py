@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from . import host, imageops, tensors
 from .handle import ModelHandle
@@ -42,7 +43,12 @@ class LoadBEN2:
         from .engines.ben2 import Ben2
 
         path = host.model_path(BEN2, model)
-        handle = ModelHandle(f"BEN2 {model} ({provider})", lambda: Ben2.load(path, provider=provider), keep_loaded=keep_loaded)
+        handle = ModelHandle(
+            f"BEN2 {model} ({provider})",
+            lambda: Ben2.load(path, provider=provider),
+            keep_loaded=keep_loaded,
+            info={"model": model, "provider": provider},
+        )
         handle.get()  # load now, so a bad file or provider is reported on this node
         handle.done()
         return (handle,)
@@ -79,17 +85,19 @@ class RemoveBackground:
         fill = imageops.parse_color(color) if background == "color" else None
         model = ben2.get()
         progress = host.Progress(count)
-        cutouts, alphas = [], []
+        cutouts, alphas, seconds = [], [], []
         try:
             for index in range(count):
                 host.check_interrupt()
+                start = time.perf_counter()
                 rgb = tensors.frame(image, index)
                 alpha = model.matte(rgb, normalize=mask_values == "normalized")
                 if refine_foreground:
                     rgb = imageops.estimate_foreground(rgb, alpha)
                 cutouts.append(imageops.cutout(rgb, alpha, color=fill))
                 alphas.append(alpha)
+                seconds.append(time.perf_counter() - start)
                 progress.step()
         finally:
-            ben2.done()
+            ben2.done(seconds)
         return (tensors.to_image(cutouts), tensors.to_mask(alphas))

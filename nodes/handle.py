@@ -17,9 +17,11 @@ M = TypeVar("M")
 
 
 class ModelHandle(Generic[M]):
-    def __init__(self, describe: str, load: Callable[[], M], *, keep_loaded: bool = True):
+    def __init__(self, describe: str, load: Callable[[], M], *, keep_loaded: bool = True, info: dict | None = None):
         self.describe = describe
         self.keep_loaded = keep_loaded
+        self.info = dict(info or {})  # what the report records: model name, device settings
+        self.last_run: dict = {}  # the last run: {"seconds": [per item, in batch order], ...details}
         self._load = load
         self._model: M | None = None
         self._lock = threading.Lock()
@@ -45,8 +47,11 @@ class ModelHandle(Generic[M]):
                 close()
             log.info("Released %s", self.describe)
 
-    def done(self) -> None:
-        """Call after a run: releases the model unless it should stay loaded."""
+    def done(self, seconds: list[float] | None = None, **details) -> None:
+        """Call after a run, with its per-item seconds and settings (read by the report);
+        releases the model unless it should stay loaded."""
+        if seconds is not None:
+            self.last_run = {"seconds": list(seconds), **details}
         if not self.keep_loaded:
             self.release()
 

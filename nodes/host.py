@@ -127,3 +127,20 @@ def torch_device():
         import torch
 
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def save_path(prefix: str, width: int, height: int) -> tuple[Path, str, int, str]:
+    """(folder, file stem base, first counter, subfolder) for new output files, as SaveImage does.
+
+    Outside ComfyUI the output folder is ``$CUTOUT_GUARD_OUTPUT_DIR`` (default ``./output``).
+    """
+    fp = _folder_paths()
+    if fp is not None:
+        folder, filename, counter, subfolder, _ = fp.get_save_image_path(prefix, fp.get_output_directory(), width, height)
+        return Path(folder), filename, counter, subfolder
+    root = Path(os.environ.get("CUTOUT_GUARD_OUTPUT_DIR", "output"))
+    folder = (root / prefix).parent
+    filename = Path(prefix).name
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.stem.rsplit("_", 2)[-2]) for p in folder.glob(f"{filename}_*_.png") if p.stem.rsplit("_", 2)[-2].isdigit()]
+    return folder, filename, max(taken, default=0) + 1, str(folder.relative_to(root)) if folder != root else ""
