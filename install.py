@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Install what Cutout Guard needs into this Python: the right onnxruntime and llama-cpp-python
+builds for this machine, and (on request) the default models.
+
+ComfyUI-Manager runs this file with ComfyUI's Python from the pack's folder after installing
+requirements.txt. By hand:
+
+    python install.py --dry-run                       # print the plan, change nothing
+    python install.py                                 # packages only
+    python install.py --models ben2,florence2,llama_guard
+    python install.py --device cpu --comfyui /path/to/ComfyUI --models all
+
+CPU or GPU is detected (nvidia-smi, /proc/driver/nvidia, libcuda); --device or
+CUTOUT_GUARD_DEVICE=cpu|cuda overrides it (e.g. when building an image on another machine).
+Running it again changes nothing. The decisions live in nodes/installer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import types
+from pathlib import Path
+
+# Not resolved: a pack linked into ComfyUI/custom_nodes belongs to that ComfyUI.
+PACK = Path(os.path.abspath(__file__)).parent
+log = logging.getLogger("cutout_guard.install")
+
+
+def _package():
+    """The pack's ``nodes/`` folder as package ``cutout_guard``, whether or not it is pip-installed.
+
+    The package's ``__init__`` is not run: it registers ComfyUI nodes and imports numpy, which may
+    not be installed yet when this runs. The modules used here import only the standard library.
+    """
+    pkg = sys.modules.get("cutout_guard")
+    if pkg is None or Path(getattr(pkg, "__path__", [""])[0]).resolve() != (PACK / "nodes").resolve():
+        pkg = types.ModuleType("cutout_guard")
+        pkg.__path__ = [str(PACK / "nodes")]
+        sys.modules["cutout_guard"] = pkg
+    import cutout_guard.installer as installer
+    import cutout_guard.models as models
+
+    return installer, models
+
+
+class _Stdout(logging.StreamHandler):
+    """Messages to whatever sys.stdout is now (ComfyUI-Manager shows the script's output)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _show_messages() -> None:
+    pack_log = logging.getLogger("cutout_guard")
+    if not any(isinstance(h, _Stdout) for h in pack_log.handlers):
+        handler = _Stdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        pack_log.addHandler(handler)
+    pack_log.setLevel(logging.INFO)
+    pack_log.propagate = False
+
+
+def _arguments(argv):
+    p = argparse.ArgumentParser(prog="install.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="build to install (default: $CUTOUT_GUARD_DEVICE, else detected)")
+    p.add_argument("--models", default="", metavar="KINDS",
+                   help="comma-separated model kinds to download (kind or kind:name), or 'all'")
+    p.add_argument("--models-only", action="store_true", help="only download models; leave packages alone")
+    p.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder (default: two levels up from this pack)")
+    p.add_argument("--llama-source", action="store_true",
+                   help="build llama-cpp-python from source even where a prebuilt wheel exists (honours CMAKE_ARGS)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
+    _show_messages()
+    installer, models = _package()
+
+    try:
+        wanted = installer.parse_models(args.models, models.KINDS)
+    except ValueError as exc:
+        log.error("install.py: %s", exc)
+        return 2
+    root = installer.comfyui_root(PACK, args.comfyui)
+    if wanted and root is None:
+        log.error("install.py: this pack is not inside ComfyUI/custom_nodes; pass --comfyui DIR to say where models go")
+        return 2
+
+    def folders(key: str) -> list[Path]:
+        return [root / "models" / key]
+
+    def present_models() -> dict:
+        return {(k, n): models.find_model(models.KINDS[k], n, folders(models.KINDS[k].folder_key)) for k, n in wanted}
+
+    machine = installer.look_at_machine()
+    installed = installer.installed_packages()
+    request = installer.Request(device=args.device, models=wanted, llama_source=args.llama_source,
+                                skip_packages=args.models_only)
+    try:
+        device, steps = installer.make_plan(machine, installed, request,
+                                            {key: path is not None for key, path in present_models().items()})
+    except ValueError as exc:
+        log.error("install.py: %s", exc)
+        return 2
+
+    log.info("Cutout Guard installer — Python %s (%s)", sys.version.split()[0], sys.executable)
+    if root is not None:
+        log.info("ComfyUI folder: %s", root)
+    todo = installer.changes(steps)
+    log.info("Plan (%s):", "nothing to change" if not todo else f"{len(todo)} change(s)")
+    for step in steps:
+        log.info("  - %s", step.describe().replace("\n", "\n    "))
+
+    failed: list[str] = []
+    if args.dry_run:
+        log.info("Dry run: nothing was changed. Current state:")
+    elif steps:
+        outcome = installer.carry_out(steps, installed=installed, model_folders=folders)
+        failed = outcome.failed
+        installed = installer.installed_packages()
+    log.info("%s", installer.summary(device, installed, present_models(), failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
