@@ -6,16 +6,20 @@ no ComfyUI module; those load when a node runs.
 
 from __future__ import annotations
 
-from . import ben2_nodes
+from . import ben2_nodes, llama_guard_nodes
 
 NODE_CLASS_MAPPINGS = {
     "CutoutGuardLoadBEN2": ben2_nodes.LoadBEN2,
     "CutoutGuardRemoveBackground": ben2_nodes.RemoveBackground,
+    "CutoutGuardLoadLlamaGuard": llama_guard_nodes.LoadLlamaGuard,
+    "CutoutGuardSafetyCheck": llama_guard_nodes.SafetyCheck,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CutoutGuardLoadBEN2": "Load BEN2",
     "CutoutGuardRemoveBackground": "Remove Background (BEN2)",
+    "CutoutGuardLoadLlamaGuard": "Load Llama Guard",
+    "CutoutGuardSafetyCheck": "Safety Check (Llama Guard)",
 }
 
 __version__ = "0.1.0"

@@ -102,6 +102,38 @@ def register_kind(kind: ModelKind) -> ModelKind:
     return kind
 
 
+# Llama Guard 3 as GGUF, in the `LLM` folder that other packs share (appended to, never replaced).
+# QuantFactory's re-uploads are public (no licence gate); Meta's originals are gated. The 8B file's
+# sha256 is the one its hub page publishes; the 1B file's is taken from the hub at download time.
+LLAMA_GUARD = register_kind(
+    ModelKind(
+        kind="llama_guard",
+        folder_key="LLM",
+        extensions=(".gguf",),
+        label="Llama Guard",
+        defaults=(
+            DefaultModel(
+                name="Llama-Guard-3-8B.Q4_K_M.gguf",
+                repo_id="QuantFactory/Llama-Guard-3-8B-GGUF",
+                files=(
+                    RemoteFile(
+                        "Llama-Guard-3-8B.Q4_K_M.gguf",
+                        sha256="c5ea8760a1e544eea66a8915fcc3fbd2c67357ea2ee6871a9e6a6c33b64d4981",
+                    ),
+                ),
+                size_note="4.9 GB",
+            ),
+            DefaultModel(
+                name="Llama-Guard-3-1B.Q4_K_M.gguf",
+                repo_id="QuantFactory/Llama-Guard-3-1B-GGUF",
+                files=(RemoteFile("Llama-Guard-3-1B.Q4_K_M.gguf"),),
+                size_note="955 MB",
+            ),
+        ),
+    )
+)
+
+
 def get_kind(kind: str) -> ModelKind:
     try:
         return KINDS[kind]

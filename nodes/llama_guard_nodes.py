@@ -1,0 +1,189 @@
+"""Node adapters for Llama Guard 3: Load Llama Guard and Safety Check (Llama Guard).
+
+Safety Check takes its inputs as lists (ComfyUI ``INPUT_IS_LIST``): N captions give N verdicts in
+the same order, each output a list matched by index to the images the captions came from. It is an
+output node: it runs even when nothing consumes its outputs, and its JSON reports appear in the UI
+and in the prompt's history (``outputs[node]["text"]``) for API callers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from . import host
+from .errors import BadInput
+from .handle import ModelHandle
+from .models import LLAMA_GUARD
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "Cutout Guard"
+LLAMA_GUARD_TYPE = "CUTOUT_GUARD_LLAMA_GUARD"
+
+
+class LoadLlamaGuard:
+    """Loads a Llama Guard 3 GGUF with llama-cpp-python, on the CPU or (n_gpu_layers -1) the GPU."""
+
+    DESCRIPTION = (
+        "Loads a Llama Guard 3 safety classifier (GGUF, memory-mapped). The default 8B Q4_K_M model "
+        "downloads on first use (4.9 GB). Needs llama-cpp-python (install.py installs it)."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (LLAMA_GUARD_TYPE,)
+    RETURN_NAMES = ("llama_guard",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        default = LLAMA_GUARD.defaults[0]
+        return {
+            "required": {
+                "model": (
+                    host.model_choices(LLAMA_GUARD),
+                    {
+                        "default": default.name,
+                        "tooltip": f"GGUF file in models/LLM. {default.name} downloads from {default.repo_id} when missing.",
+                    },
+                ),
+                "n_gpu_layers": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": -1,
+                        "max": 1000,
+                        "tooltip": "0 = CPU only. -1 = every layer on the GPU (needs a CUDA build of llama-cpp-python). N = the first N layers.",
+                    },
+                ),
+                "n_ctx": (
+                    "INT",
+                    {
+                        "default": 2048,
+                        "min": 512,
+                        "max": 131072,
+                        "step": 256,
+                        "tooltip": "Context length in tokens: the prompt (about 250 tokens) plus the text. Raise it for very long captions.",
+                    },
+                ),
+                "threads": (
+                    "INT",
+                    {"default": 0, "min": 0, "max": 512, "tooltip": "CPU threads. 0 = auto: the CPUs this process may use (container quota aware)."},
+                ),
+            },
+            "optional": {
+                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+            },
+        }
+
+    def load(self, model, n_gpu_layers, n_ctx, threads, keep_loaded=True):
+        from .engines.llama_guard import LlamaGuard, import_llama_cpp
+
+        import_llama_cpp()  # say what to install before downloading gigabytes
+        path = host.model_path(LLAMA_GUARD, model)
+        device = "CPU" if n_gpu_layers == 0 else f"GPU, n_gpu_layers={n_gpu_layers}"
+        handle = ModelHandle(
+            f"Llama Guard {model} ({device})",
+            lambda: LlamaGuard.load(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, threads=threads),
+            keep_loaded=keep_loaded,
+        )
+        handle.name = model
+        handle.n_gpu_layers = n_gpu_layers
+        handle.get()  # load now, so a bad file or device is reported on this node
+        handle.done()
+        return (handle,)
+
+
+def _per_item(values, count: int, name: str) -> list:
+    """One value for every text: a single value is repeated; N values are matched by index."""
+    values = list(values)
+    if len(values) == 1:
+        return values * count
+    if len(values) == count:
+        return values
+    raise BadInput(f"Safety Check (Llama Guard): {len(values)} values for '{name}' but {count} texts — give one, or one per text")
+
+
+def category_text(verdict, hazards) -> str:
+    """``"S1: Violent Crimes, S10: Hate"``, or ``""`` when no category counts."""
+    return ", ".join(f"{c['code']}: {c['name']}" for c in verdict.named_categories(hazards))
+
+
+class SafetyCheck:
+    """Checks each text (caption) with Llama Guard 3 and returns one verdict per text."""
+
+    DESCRIPTION = (
+        "Checks text with Llama Guard 3 (as the User turn of Meta's template). Unsafe when the model says so "
+        "or P(unsafe) reaches the threshold; an answer that cannot be read counts as unsafe."
+    )
+    CATEGORY = CATEGORY
+    INPUT_IS_LIST = True
+    OUTPUT_NODE = True  # always runs, and shows each verdict in the UI and in the prompt's history
+    RETURN_TYPES = ("BOOLEAN", "STRING", "FLOAT", "STRING")
+    RETURN_NAMES = ("safe", "categories", "p_unsafe", "report")
+    OUTPUT_IS_LIST = (True, True, True, True)
+    OUTPUT_TOOLTIPS = (
+        "True when the text is safe under the chosen categories and threshold (one per text).",
+        "Violated categories that count, as 'S1: Violent Crimes, S10: Hate'; empty when safe.",
+        "P(unsafe) / (P(safe) + P(unsafe)) at the model's first answer token, 0..1.",
+        "JSON: safe, p_unsafe, threshold, categories [{code, name}], the model's answer and the reason.",
+    )
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "llama_guard": (LLAMA_GUARD_TYPE, {"tooltip": "From Load Llama Guard."}),
+                "text": ("STRING", {"multiline": True, "default": "", "tooltip": "The text to check, e.g. a caption. A list of N texts gives N verdicts in order."}),
+                "categories": (
+                    "STRING",
+                    {
+                        "default": "all",
+                        "tooltip": "Hazard categories that count: 'all', or codes and ranges like 'S1,S3,S10-S12'. "
+                        "The model always sees S1-S14; an answer naming only other categories counts as safe.",
+                    },
+                ),
+                "threshold": (
+                    "FLOAT",
+                    {
+                        "default": 0.5,
+                        "min": 0.0,
+                        "max": 1.0,
+                        "step": 0.01,
+                        "tooltip": "Unsafe when P(unsafe) >= threshold (or the model answers unsafe). Lower = stricter.",
+                    },
+                ),
+            },
+        }
+
+    def run(self, llama_guard, text, categories, threshold):
+        handle = llama_guard[0]
+        texts = list(text)
+        count = len(texts)
+        policies = _per_item(categories, count, "categories")
+        thresholds = _per_item(threshold, count, "threshold")
+        model = handle.get()
+        progress = host.Progress(count)
+        safe_out, categories_out, p_out, reports = [], [], [], []
+        try:
+            for index, (item, policy, limit) in enumerate(zip(texts, policies, thresholds)):
+                host.check_interrupt()
+                verdict = model.check(str(item), categories=policy, threshold=float(limit))
+                hazards = model.template.hazards
+                report = {
+                    "index": index,
+                    "text": item,
+                    **verdict.to_dict(hazards),
+                    "model": getattr(handle, "name", str(model.path.name)),
+                    "n_gpu_layers": getattr(handle, "n_gpu_layers", model.n_gpu_layers),
+                }
+                safe_out.append(bool(verdict.safe))
+                categories_out.append(category_text(verdict, hazards))
+                p_out.append(float(verdict.p_unsafe))
+                reports.append(json.dumps(report, ensure_ascii=False))
+                log.info("Llama Guard [%d]: %s (p_unsafe %.3f) %s", index, "safe" if verdict.safe else "UNSAFE",
+                         verdict.p_unsafe, verdict.reason)
+                progress.step()
+        finally:
+            handle.done()
+        return {"ui": {"text": reports}, "result": (safe_out, categories_out, p_out, reports)}
