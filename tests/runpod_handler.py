@@ -1,0 +1,116 @@
+"""A RunPod serverless handler that answers like worker-comfyui, for the router's tests.
+
+Run it with the runpod SDK's local API server::
+
+    python tests/runpod_handler.py --rp_serve_api --rp_api_port 8000 --rp_api_host 127.0.0.1
+
+It checks the request the way worker-comfyui and ComfyUI would (``input.workflow`` in API format,
+``input.images[]`` of ``{name, image}``, the LoadImage node naming an uploaded image), then stands
+in for running the workflow: the "cutout" keeps the pixels that differ from the top-left corner's
+colour, the caption names the image size, and the report (written with ``report.encode_png``)
+records the ``provider`` / ``precision`` / ``n_gpu_layers`` found in the workflow. The answer is
+worker-comfyui's: ``{"images": [{"filename", "type": "base64", "data"}]}`` or ``{"error", "details"}``.
+
+A node ``{"class_type": "CutoutGuardTestMode", "inputs": {"mode": ...}}`` in the workflow picks
+another answer: ``unsafe``, ``fail``, ``raise``, ``warn``, ``no_report``, ``bad_base64``,
+``not_images``, ``s3`` (the image PUT to the node's ``url`` input and answered as ``type: s3_url``).
+``CUTOUT_GUARD_TEST_ENDPOINT`` (cpu / gpu) prefixes the output file name, so a test can tell
+which server answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from cutout_guard import report
+
+ENDPOINT = os.environ.get("CUTOUT_GUARD_TEST_ENDPOINT", "test")
+
+
+def handler(job: dict) -> dict:
+    job_input = job.get("input")
+    if not isinstance(job_input, dict) or not isinstance(job_input.get("workflow"), dict):
+        return {"error": "Missing 'workflow' parameter"}
+    workflow = job_input["workflow"]
+    images = job_input.get("images") or []
+    if not isinstance(images, list) or not all(isinstance(i, dict) and "name" in i and "image" in i for i in images):
+        return {"error": "'images' must be a list of objects with 'name' and 'image' keys"}
+    uploaded = {}
+    for item in images:
+        try:
+            uploaded[item["name"]] = base64.b64decode(item["image"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            return {"error": "Failed to upload one or more input images", "details": [f"{item['name']}: {exc}"]}
+
+    mode, url = "ok", None
+    for node in workflow.values():
+        if node.get("class_type") == "CutoutGuardTestMode":
+            mode = node["inputs"].get("mode", "ok")
+            url = node["inputs"].get("url")
+    if mode == "raise":
+        raise ValueError("the test handler was asked to raise")
+    if mode == "fail":
+        return {"error": "Job processing failed", "details": [
+            "Workflow execution error: Node Type: CutoutGuardSafetyCheck, Node ID: 5, Message: test failure"]}
+    if mode == "not_images":
+        return {"text": "worker-comfyui never answers like this"}
+
+    loaders = [(nid, n.get("inputs", {}).get("image")) for nid, n in workflow.items() if n.get("class_type") == "LoadImage"]
+    if not loaders:
+        return {"error": "Job processing failed", "details": ["No outputs found: the workflow loads no image."]}
+    for node_id, name in loaders:
+        if name not in uploaded:
+            # what ComfyUI's validation says when LoadImage names a file that was not uploaded
+            return {"error": f"Workflow validation failed:\n• Node {node_id} (image): Invalid image file: {name}"}
+    name = loaders[0][1]
+
+    rgb = np.asarray(Image.open(io.BytesIO(uploaded[name])).convert("RGB"), dtype=np.float32) / 255.0
+    alpha = (np.abs(rgb - rgb[0, 0]).sum(axis=-1) > 1e-3).astype(np.float32)
+    cutout = np.concatenate([rgb, alpha[..., None]], axis=-1)
+    devices = {}
+    for node in workflow.values():
+        for key in ("provider", "precision", "n_gpu_layers"):
+            if key in node.get("inputs", {}):
+                devices[key] = node["inputs"][key]
+    unsafe = mode == "unsafe"
+    record = report.make_report(
+        caption=f"a picture {rgb.shape[1]} pixels wide and {rgb.shape[0]} high",
+        task="<CAPTION>",
+        safe=not unsafe,
+        p_unsafe=0.91 if unsafe else 0.02,
+        categories=[{"code": "S1", "name": "Violent Crimes"}] if unsafe else [],
+        threshold=0.5,
+        unsafe_action="keep",
+        models={"ben2": "BEN2_Base.onnx", "florence2": "Florence-2-base", "llama_guard": "Llama-Guard-3-8B"},
+        devices=devices,
+        seconds={"cutout": 0.5, "caption": 1.25, "safety": 0.75},
+    )
+    png = report.encode_png(cutout, record)
+    filename = f"{ENDPOINT}_cutout_guard_00001_.png"
+    if mode == "no_report":
+        plain = io.BytesIO()
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(plain, format="PNG")
+        return {"images": [{"filename": filename, "type": "base64", "data": base64.b64encode(plain.getvalue()).decode()}]}
+    if mode == "bad_base64":
+        return {"images": [{"filename": filename, "type": "base64", "data": "%%% not base64 %%%"}]}
+    if mode == "s3":  # worker-comfyui with BUCKET_ENDPOINT_URL: upload, answer with the URL
+        import urllib.request
+
+        urllib.request.urlopen(urllib.request.Request(url, data=png, method="PUT"), timeout=10).close()
+        return {"images": [{"filename": filename, "type": "s3_url", "data": url}]}
+    result = {"images": [{"filename": filename, "type": "base64", "data": base64.b64encode(png).decode()}]}
+    if mode == "warn":
+        result["errors"] = ["Node 7 produced unhandled output keys: ['text']."]
+    return result
+
+
+if __name__ == "__main__":
+    import runpod
+
+    runpod.serverless.start({"handler": handler})

@@ -1,0 +1,637 @@
+"""The router against real servers on loopback.
+
+Two RunPod endpoints are the runpod SDK's own local API server (``--rp_serve_api``) running
+``tests/runpod_handler.py``, which answers in worker-comfyui's format; they start once for this
+module. The SDK's simulator serves ``POST /run``, ``POST /runsync``, ``POST /status/{id}`` and
+``POST /stream/{id}`` at its root and nothing else, while RunPod's API lives under
+``{base}/{endpoint_id}/`` with ``GET /status``. So a minimal gateway here stands in front of them
+and supplies only what the simulator lacks:
+
+- the ``/{endpoint_id}/`` prefix and ``GET /status`` (passed on to the simulator's root routes
+  unchanged — the jobs themselves run in the SDK's server);
+- ``GET /health`` job counts (the queue length a test sets) and ``POST /cancel/{id}``;
+- endpoints whose jobs never finish (a job that outlives the deadline);
+- the API key check, and network faults for the retry tests (a dropped ``/run``, 503 on /health);
+- a bucket for the ``s3_url`` answer (the handler PUTs the PNG, the client GETs it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("runpod", reason="the runpod SDK (test extra) runs the local endpoints")
+
+from cutout_guard.report import read_png  # noqa: E402
+from cutout_guard.router import (  # noqa: E402
+    EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, Router, load_policy,
+)
+from cutout_guard.router.cli import submit_main  # noqa: E402
+from cutout_guard.router.policy import REPO_ROOT  # noqa: E402
+
+HANDLER = Path(__file__).with_name("runpod_handler.py")
+KEY = "test-key-123"
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)    # a Wednesday, peak hours
+NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
+FAST = {"retries": 2, "backoff_s": 0.02, "poll_interval_s": 0.05, "poll_max_s": 0.2, "request_timeout_s": 10.0}
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_simulator(name: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}  # never the real platform
+    env["CUTOUT_GUARD_TEST_ENDPOINT"] = name
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO_ROOT / "tests")]))
+    proc = subprocess.Popen(
+        [sys.executable, str(HANDLER), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+         "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(150):  # up to ~30 s
+        if proc.poll() is not None:
+            raise RuntimeError(f"the runpod simulator for {name} exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/docs", timeout=1).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the runpod simulator for {name} did not start on port {port}")
+
+
+class Gateway(ThreadingHTTPServer):
+    """RunPod's URL layout in front of the simulators, plus what they lack (see the docstring)."""
+
+    daemon_threads = True
+
+    def __init__(self, simulators: dict[str, str]):
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)
+        self.simulators = simulators          # endpoint id -> simulator root URL
+        self.held: set[str] = set()           # endpoint ids whose jobs never finish
+        self.queue: dict[str, int] = {}       # endpoint id -> jobs.inQueue
+        self.health_faults: dict[str, list[int]] = {}  # endpoint id -> statuses to answer first
+        self.status_faults: dict[str, list[int]] = {}  # likewise for GET /status
+        self.drop_run: set[str] = set()       # endpoint ids whose /run is read, then the connection dropped
+        self.log: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
+        self.cancelled: list[str] = []
+        self.held_jobs: dict[str, str] = {}   # job id -> status
+        self.bucket: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.held.clear(); self.queue.clear(); self.health_faults.clear(); self.status_faults.clear()
+            self.drop_run.clear()
+            self.log.clear(); self.cancelled.clear(); self.held_jobs.clear(); self.bucket.clear()
+
+    def count(self, method: str, path: str) -> int:
+        return sum(1 for m, p, _ in self.log if m == method and p == path)
+
+
+class _GatewayHandler(BaseHTTPRequestHandler):
+    server: Gateway
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _reply(self, status: int, body: dict | bytes) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "image/png")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def do_PUT(self):  # the bucket: the handler uploads its PNG here
+        self.server.bucket[self.path] = self._body()
+        self._reply(200, {"ok": True})
+
+    def do_GET(self):
+        self._route("GET")
+
+    def do_POST(self):
+        self._route("POST")
+
+    def _route(self, method: str) -> None:
+        gw = self.server
+        path = self.path.split("?")[0]
+        with gw.lock:
+            gw.log.append((method, path, self.headers.get("Authorization")))
+        if path.startswith("/bucket/"):
+            data = gw.bucket.get(self.path)
+            return self._reply(200, data) if data is not None else self._reply(404, {"error": "no such key"})
+        parts = path.strip("/").split("/")
+        eid, op, job = parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else None
+        body = self._body() if method == "POST" else b""
+        if self.headers.get("Authorization") != f"Bearer {KEY}":
+            return self._reply(401, {"error": "Unauthorized"})
+        if eid not in gw.simulators and eid not in gw.held:
+            return self._reply(404, {"error": "endpoint not found"})
+        if (method, op) == ("GET", "health"):
+            faults = gw.health_faults.get(eid)
+            if faults:
+                return self._reply(faults.pop(0), {"error": "try again"})
+            return self._reply(200, {"jobs": {"completed": 0, "failed": 0, "inProgress": 0,
+                                              "inQueue": gw.queue.get(eid, 0), "retried": 0},
+                                     "workers": {"idle": 1, "running": 0}})
+        if (method, op) == ("POST", "cancel") and job:
+            with gw.lock:
+                gw.cancelled.append(job)
+                if job in gw.held_jobs:
+                    gw.held_jobs[job] = "CANCELLED"
+            return self._reply(200, {"id": job, "status": "CANCELLED"})
+        if method == "POST" and op in ("run", "runsync"):
+            if eid in gw.drop_run:  # the request arrived; the answer never leaves
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if eid in gw.held:
+                job_id = f"held-{len(gw.held_jobs) + 1}"
+                gw.held_jobs[job_id] = "IN_QUEUE"
+                return self._reply(200, {"id": job_id, "status": "IN_QUEUE"})
+            return self._forward(gw.simulators[eid] + "/" + op, body)
+        if method == "GET" and op == "status" and job:
+            faults = gw.status_faults.get(eid)
+            if faults:
+                return self._reply(faults.pop(0), {"error": "try again"})
+            if job in gw.held_jobs:
+                return self._reply(200, {"id": job, "status": gw.held_jobs[job]})
+            return self._forward(gw.simulators[eid] + "/status/" + job, b"")  # the simulator's is POST
+        return self._reply(404, {"error": f"no route {method} {path}"})
+
+    def _forward(self, url: str, body: bytes) -> None:
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                self._reply(response.status, json.loads(response.read()))
+        except urllib.error.HTTPError as exc:
+            self._reply(exc.code, exc.read())
+
+
+@pytest.fixture(scope="module")
+def servers():
+    started = [start_simulator("cpu"), start_simulator("gpu")]
+    gateway = Gateway({"cpu-ep": started[0][1], "gpu-ep": started[1][1]})
+    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield gateway
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
+        for proc, _ in started:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def gateway(servers):
+    servers.reset()
+    return servers
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def api_workflow(provider: str, precision: str, n_gpu_layers: int, mode: str | None = None, **mode_inputs) -> dict:
+    """A small API-format workflow with the pack's node ids and a LoadImage node."""
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+        "2": {"class_type": "CutoutGuardLoadBEN2", "inputs": {"model": "BEN2_Base.onnx", "provider": provider}},
+        "3": {"class_type": "CutoutGuardRemoveBackground", "inputs": {"ben2": ["2", 0], "image": ["1", 0]}},
+        "4": {"class_type": "CutoutGuardLoadFlorence2", "inputs": {"model": "Florence-2-base", "precision": precision}},
+        "5": {"class_type": "CutoutGuardLoadLlamaGuard", "inputs": {"model": "Llama-Guard-3-8B.gguf",
+                                                                    "n_gpu_layers": n_gpu_layers}},
+        "6": {"class_type": "CutoutGuardSaveReport", "inputs": {"image": ["3", 0], "filename_prefix": "cutout_guard"}},
+    }
+    if mode:
+        workflow["99"] = {"class_type": "CutoutGuardTestMode", "inputs": {"mode": mode, **mode_inputs}}
+    return workflow
+
+
+def write_policy(tmp_path: Path, gateway: Gateway, *, cpu: dict | None = None, gpu: dict | None = None,
+                 extra: str = "", cpu_endpoint: str = "", gpu_endpoint: str = "", gpu_id: str = "gpu-ep",
+                 gpu_timeout: float = 20) -> Path:
+    """A policy file: the default rules, the endpoints at the gateway, workflows in tmp_path."""
+    for name, flow in (("cpu", cpu or api_workflow("CPU", "fp32", 0)), ("gpu", gpu or api_workflow("CUDA", "fp16", -1))):
+        (tmp_path / f"{name}.api.json").write_text(json.dumps(flow))
+    text = f"""
+base_url = "{gateway.url}"
+{extra}
+[endpoints.cpu]
+id = "cpu-ep"
+workflow = "cpu.api.json"
+timeout_s = 20
+{cpu_endpoint}
+[endpoints.gpu]
+id = "{gpu_id}"
+workflow = "gpu.api.json"
+timeout_s = {gpu_timeout}
+max_queue = 10
+{gpu_endpoint}
+"""
+    path = tmp_path / "policy.toml"
+    path.write_text(text)
+    return path
+
+
+def photo(width: int = 24, height: int = 16) -> bytes:
+    """A PNG with a square subject on a flat background."""
+    rgb = np.full((height, width, 3), 40, np.uint8)
+    rgb[4:12, 6:14] = (200, 120, 30)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def router(path: Path, **options) -> Router:
+    return Router(load_policy(path), env={"RUNPOD_API_KEY": KEY}, **{**FAST, **options})
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"  # nothing listens there once the probe socket closed
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    ("tier", "urgent", "now", "endpoint", "rule"),
+    [
+        ("free", True, NOON, "gpu", "urgent"),
+        ("paid", False, NOON, "gpu", "paid"),
+        ("free", False, NIGHT, "cpu", "off-peak"),
+        ("free", False, NOON, "cpu", "free"),
+    ],
+)
+@pytest.mark.parametrize("wait", ["run", "runsync"])
+def test_each_default_rule_routes_to_its_endpoint(gateway, tmp_path, tier, urgent, now, endpoint, rule, wait):
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier=tier, urgent=urgent, now=now, wait=wait)
+    assert result.endpoint == endpoint
+    assert result.route[0].startswith(f"rule '{rule}'")
+    assert result.filename.startswith(f"{endpoint}_")               # that endpoint's server answered
+    expected = {"cpu": ("CPU", "fp32", 0), "gpu": ("CUDA", "fp16", -1)}[endpoint]
+    devices = result.report["devices"]
+    assert (devices["provider"], devices["precision"], devices["n_gpu_layers"]) == expected  # its workflow
+    assert gateway.count("POST", f"/{endpoint}-ep/{wait}") == 1
+    if wait == "run":
+        assert gateway.count("GET", f"/{endpoint}-ep/status/{result.job_id}") >= 1
+    assert all(auth == f"Bearer {KEY}" for *_, auth in gateway.log)
+
+
+def test_rule_order_is_the_files(gateway, tmp_path):
+    rules = """
+[[rules]]
+name = "night"
+when = { off_peak = true }
+use = "cpu"
+
+[[rules]]
+name = "paid"
+when = { tier = ["paid", "team"] }
+use = "gpu"
+"""
+    r = router(write_policy(tmp_path, gateway, extra=rules))
+    assert r.submit(photo(), tier="paid", now=NIGHT).endpoint == "cpu"   # the off-peak rule comes first
+    assert r.submit(photo(), tier="team", now=NOON).endpoint == "gpu"
+    with pytest.raises(PolicyError, match="unknown tier 'piad'"):
+        r.submit(photo(), tier="piad", now=NOON)
+
+
+def test_the_result_carries_the_report(gateway, tmp_path):
+    image = photo(30, 20)
+    result = router(write_policy(tmp_path, gateway)).submit(image, tier="paid", now=NOON)
+    assert result.caption == "a picture 30 pixels wide and 20 high"     # the image reached the worker
+    assert result.verdict == "safe" and result.safe is True and result.categories == ()
+    assert result.p_unsafe == pytest.approx(0.02)
+    assert read_png(result.png) == result.report
+    cutout = np.asarray(Image.open(io.BytesIO(result.png)))
+    assert cutout.shape == (20, 30, 4)
+    assert cutout[0, 0, 3] == 0 and cutout[8, 10, 3] == 255              # background out, subject in
+    assert result.timings.stages == {"cutout": 0.5, "caption": 1.25, "safety": 0.75}
+    assert result.timings.wall_s > 0
+    assert result.cost_usd is None                                       # no price in this policy
+    assert result.endpoint_id == "gpu-ep" and result.job_id
+
+
+def test_unsafe_verdict_and_categories(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, gpu=api_workflow("CUDA", "fp16", -1, mode="unsafe"))
+    result = router(path).submit(photo(), tier="paid", now=NOON)
+    assert result.verdict == "unsafe" and result.safe is False
+    assert [(c.code, c.name) for c in result.categories] == [("S1", "Violent Crimes")]
+    assert result.p_unsafe == pytest.approx(0.91)
+
+
+def test_cost_estimate_uses_the_endpoint_price(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, cpu_endpoint="price_per_second = 0.5")
+    result = router(path).submit(photo(), tier="free", now=NOON)
+    # the simulator reports no executionTime, so the estimate falls back to the job's wall time
+    assert result.cost_basis == "wall time"
+    assert 0 < result.cost_usd <= 0.5 * result.timings.wall_s + 1e-6
+
+
+# ----------------------------------------------------------------------------- overflow
+
+
+def test_overflow_to_cpu_when_the_gpu_queue_is_long(gateway, tmp_path):
+    gateway.queue["gpu-ep"] = 11
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "cpu" and result.filename.startswith("cpu_")
+    assert result.reason.startswith("overflow: gpu queue 11 > 10")
+    assert result.report["devices"]["provider"] == "CPU"                 # and the CPU workflow went with it
+    assert gateway.count("GET", "/gpu-ep/health") == 1
+    assert gateway.count("POST", "/gpu-ep/run") == 0
+
+
+def test_no_overflow_at_the_limit_or_when_both_are_full(gateway, tmp_path):
+    gateway.queue["gpu-ep"] = 10
+    r = router(write_policy(tmp_path, gateway, cpu_endpoint="max_queue = 3"))
+    assert r.submit(photo(), tier="paid", now=NOON).endpoint == "gpu"
+    gateway.queue.update({"gpu-ep": 50, "cpu-ep": 4})
+    result = r.submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "gpu"
+    assert "cpu queue 4 > 3 too" in result.route[-1]
+
+
+def test_reverse_overflow_when_configured(gateway, tmp_path):
+    gateway.queue.update({"cpu-ep": 8, "gpu-ep": 2})
+    path = write_policy(tmp_path, gateway, cpu_endpoint="max_queue = 5")
+    result = router(path).submit(photo(), tier="free", now=NOON)
+    assert result.endpoint == "gpu" and result.filename.startswith("gpu_")
+    assert "overflow: cpu queue 8 > 5, gpu queue 2 ≤ 10" in result.reason
+    # without a CPU limit the CPU queue is never read
+    gateway.log.clear()
+    assert router(write_policy(tmp_path, gateway)).submit(photo(), tier="free", now=NOON).endpoint == "cpu"
+    assert gateway.count("GET", "/cpu-ep/health") == 0
+
+
+def test_health_is_retried_after_503(gateway, tmp_path):
+    gateway.health_faults["gpu-ep"] = [503, 503]
+    gateway.queue["gpu-ep"] = 30
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "cpu"
+    assert gateway.count("GET", "/gpu-ep/health") == 3
+
+
+def test_status_polls_are_retried(gateway, tmp_path):
+    gateway.status_faults["cpu-ep"] = [502, 429]
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier="free", now=NOON)
+    assert result.endpoint == "cpu"
+    assert gateway.count("GET", f"/cpu-ep/status/{result.job_id}") == 3
+    assert gateway.count("POST", "/cpu-ep/run") == 1
+
+
+def test_unknown_queue_length_does_not_overflow(gateway, tmp_path):
+    gateway.health_faults["gpu-ep"] = [503] * 3
+    gateway.queue["gpu-ep"] = 30
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "gpu"
+    assert "gpu queue length unknown" in result.route[-1]
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+def test_fallback_to_cpu_when_the_gpu_is_unreachable(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, gpu_endpoint=f'url = "{closed_port_url()}"')
+    result = router(path).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "cpu" and result.filename.startswith("cpu_")
+    assert result.route[0].startswith("rule 'paid'")
+    assert result.reason.startswith("fallback: gpu unreachable")
+    assert result.report["devices"]["provider"] == "CPU"
+
+
+def test_fallback_to_cpu_when_the_gpu_job_fails(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, gpu=api_workflow("CUDA", "fp16", -1, mode="fail"))
+    result = router(path).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "cpu"
+    assert result.reason.startswith("fallback: gpu failed")
+    assert gateway.count("POST", "/gpu-ep/run") == 1 and gateway.count("POST", "/cpu-ep/run") == 1
+
+
+def test_no_fallback_when_the_policy_has_none(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, gpu_endpoint=f'url = "{closed_port_url()}"', extra="[fallback]\n")
+    with pytest.raises(EndpointUnreachable, match="gpu endpoint unreachable.*3 tries.*could not connect"):
+        router(path).submit(photo(), tier="paid", now=NOON)
+    assert gateway.count("POST", "/cpu-ep/run") == 0
+
+
+def test_cpu_failures_do_not_fall_back(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="fail"))
+    with pytest.raises(JobFailed):
+        router(path).submit(photo(), tier="free", now=NOON)
+    assert gateway.count("POST", "/gpu-ep/run") == 0
+
+
+# ----------------------------------------------------------------------------- timeout
+
+
+@pytest.mark.parametrize("wait", ["run", "runsync"])
+def test_timeout_cancels_the_job(gateway, tmp_path, wait):
+    gateway.held.add("slow-ep")
+    path = write_policy(tmp_path, gateway, extra="[fallback]\n", gpu_id="slow-ep", gpu_timeout=1)
+    start = time.monotonic()
+    with pytest.raises(JobTimeout, match="did not finish in time; it was cancelled") as caught:
+        router(path).submit(photo(), tier="paid", now=NOON, wait=wait)
+    assert 1.0 <= time.monotonic() - start < 8
+    assert caught.value.cancelled and caught.value.job_id == "held-1"
+    assert gateway.cancelled == ["held-1"]
+    assert gateway.count("POST", "/slow-ep/cancel/held-1") == 1
+
+
+def test_a_timed_out_gpu_job_falls_back_to_cpu(gateway, tmp_path):
+    gateway.held.add("slow-ep")
+    path = write_policy(tmp_path, gateway, gpu_id="slow-ep", gpu_timeout=1)
+    result = router(path).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "cpu" and result.reason.startswith("fallback: gpu timeout")
+    assert gateway.cancelled == ["held-1"]
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_failing_job_raises_job_failed_with_the_workers_errors(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="fail"))
+    with pytest.raises(JobFailed, match="cpu endpoint: job .* failed: Job processing failed") as caught:
+        router(path).submit(photo(), tier="free", now=NOON)
+    assert caught.value.errors == ("Job processing failed",)  # the simulator drops output.details on failure
+
+
+def test_handler_exception_is_reported_readably(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="raise"))
+    with pytest.raises(JobFailed) as caught:
+        router(path).submit(photo(), tier="free", now=NOON, wait="runsync")
+    assert caught.value.errors == ("ValueError: the test handler was asked to raise",)
+
+
+def test_workflow_without_the_uploaded_image_fails_like_comfyui(gateway, tmp_path):
+    flow = api_workflow("CPU", "fp32", 0)
+    flow["7"] = {"class_type": "LoadImage", "inputs": {"image": "other.png"}}
+    path = write_policy(tmp_path, gateway, cpu=flow, cpu_endpoint='image_node = "7"')
+    with pytest.raises(JobFailed, match="Invalid image file"):
+        router(path).submit(photo(), tier="free", now=NOON)  # node 7 got the name, node 1 kept its own
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("no_report", "no Cutout Guard report image"),
+    ("bad_base64", "not valid base64"),
+    ("not_images", "no 'images' list"),
+])
+def test_malformed_answer(gateway, tmp_path, mode, message):
+    path = write_policy(tmp_path, gateway, gpu=api_workflow("CUDA", "fp16", -1, mode=mode))
+    with pytest.raises(MalformedOutput, match=message):
+        router(path).submit(photo(), tier="paid", now=NOON)
+    assert gateway.count("POST", "/cpu-ep/run") == 0   # a malformed answer is not a reason to fall back
+
+
+def test_worker_warnings_travel_with_the_result(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="warn"))
+    result = router(path).submit(photo(), tier="free", now=NOON)
+    assert result.warnings == ("Node 7 produced unhandled output keys: ['text'].",)
+
+
+def test_s3_url_output_is_downloaded_without_the_api_key(gateway, tmp_path):
+    url = f"{gateway.url}/bucket/job-output.png"
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="s3", url=url))
+    result = router(path).submit(photo(), tier="free", now=NOON)
+    assert result.caption.startswith("a picture 24 pixels wide")
+    downloads = [auth for method, p, auth in gateway.log if p == "/bucket/job-output.png"]
+    assert downloads == [None]
+
+
+def test_wrong_api_key_is_named(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway, extra="[fallback]\n")
+    r = Router(load_policy(path), env={"RUNPOD_API_KEY": "wrong"}, **FAST)
+    with pytest.raises(EndpointUnreachable, match="refused the API key"):
+        r.submit(photo(), tier="free", now=NOON)
+
+
+def test_run_is_not_sent_twice_when_the_answer_is_lost(gateway, tmp_path):
+    gateway.drop_run.add("gpu-ep")
+    path = write_policy(tmp_path, gateway, extra="[fallback]\n")
+    with pytest.raises(EndpointUnreachable, match="not sent again"):
+        router(path).submit(photo(), tier="paid", now=NOON)
+    assert gateway.count("POST", "/gpu-ep/run") == 1
+
+
+def test_missing_key_and_endpoint_id_name_the_variable(gateway, tmp_path):
+    path = write_policy(tmp_path, gateway)
+    with pytest.raises(PolicyError, match="set RUNPOD_API_KEY"):
+        Router(load_policy(path), env={}).submit(photo(), tier="free", now=NOON)
+    default = Router(load_policy(), env={"RUNPOD_API_KEY": KEY})
+    with pytest.raises(PolicyError, match="CUTOUT_GUARD_CPU_ENDPOINT_ID"):
+        default.client("cpu")
+
+
+# ----------------------------------------------------------------------------- both endpoints
+
+
+def test_the_same_call_serves_both_endpoints(gateway, tmp_path):
+    r = router(write_policy(tmp_path, gateway))
+    image = photo()
+    results = {tier: r.submit(image, tier=tier, now=NOON) for tier in ("free", "paid")}
+    cpu, gpu = results["free"], results["paid"]
+    assert (cpu.endpoint, gpu.endpoint) == ("cpu", "gpu")
+    assert cpu.filename.startswith("cpu_") and gpu.filename.startswith("gpu_")
+    assert cpu.report["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
+    assert gpu.report["devices"] == {"provider": "CUDA", "precision": "fp16", "n_gpu_layers": -1}
+    assert cpu.caption == gpu.caption
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(cpu.png))), np.asarray(Image.open(io.BytesIO(gpu.png))))
+
+
+def test_talks_to_the_simulator_directly(servers, tmp_path):
+    """No gateway: the SDK's server at its root, through runsync (its /health is missing, so the
+    queue length is unknown and nothing overflows)."""
+    simulator = servers.simulators["gpu-ep"]
+    path = write_policy(tmp_path, servers, gpu_endpoint=f'url = "{simulator}"', extra='wait = "runsync"')
+    result = router(path).submit(photo(), tier="paid", now=NOON)
+    assert result.endpoint == "gpu" and result.filename.startswith("gpu_")
+    assert "gpu queue length unknown" in result.route[-1]
+
+
+# ----------------------------------------------------------------------------- real workflows
+
+REAL = {name: REPO_ROOT / f"workflows_{name}" / "cutout_caption_safety.api.json" for name in ("cpu", "gpu")}
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in REAL.values()), reason="the API workflows are not in the repository yet")
+def test_the_repository_workflows_go_to_their_endpoints(gateway, monkeypatch):
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    monkeypatch.setenv("CUTOUT_GUARD_CPU_ENDPOINT_ID", "cpu-ep")
+    monkeypatch.setenv("CUTOUT_GUARD_GPU_ENDPOINT_ID", "gpu-ep")
+    import dataclasses
+
+    policy = dataclasses.replace(load_policy(), base_url=gateway.url)   # the built-in default policy
+    r = Router(policy, **FAST)
+    for tier, name, provider in (("free", "cpu", "CPU"), ("paid", "gpu", "CUDA")):
+        result = r.submit(photo(), tier=tier, now=NOON)
+        assert result.endpoint == name and result.filename.startswith(f"{name}_")
+        assert result.report["devices"]["provider"] == provider
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_submit_command(gateway, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    image = tmp_path / "cat.png"
+    image.write_bytes(photo())
+    path = write_policy(tmp_path, gateway)
+    out = tmp_path / "out" / "cat_cutout.png"
+    out.parent.mkdir()
+    assert submit_main([str(image), "--tier", "paid", "--urgent", "--policy", str(path), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["endpoint"] == "gpu" and printed["route"][0].startswith("rule 'urgent'")
+    assert read_png(out) == json.loads(out.with_suffix(".json").read_text())
+    assert printed["caption"] == read_png(out)["caption"]
+
+    monkeypatch.chdir(tmp_path)
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "served by cpu" in text and "rule 'free'" in text and "verdict: safe" in text
+    assert (tmp_path / "cat_cutout.png").is_file()
+
+    assert submit_main([str(image), "--tier", "paid", "--policy", str(path), "--route-only"]) == 0
+    assert capsys.readouterr().out.startswith("gpu: rule 'paid'")
+
+
+def test_submit_command_exit_codes(gateway, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    image = tmp_path / "cat.png"
+    image.write_bytes(photo())
+    path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="fail"))
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path)]) == 4
+    assert "worker: Job processing failed" in capsys.readouterr().err
+    assert submit_main([str(image), "--tier", "gold", "--policy", str(path)]) == 2
+    assert submit_main([str(tmp_path / "missing.png"), "--tier", "free", "--policy", str(path)]) == 2
