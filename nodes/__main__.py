@@ -1,0 +1,7 @@
+"""``python -m cutout_guard``: the ``cutout-guard`` command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,446 @@
+"""The ``cutout-guard`` command line: batch runs without ComfyUI, model downloads, the benchmark.
+
+    cutout-guard run INPUT... --out DIR [--device cpu|cuda] [--models-dir DIR | --comfyui DIR]
+    cutout-guard download [ben2 florence2 llama_guard] [--models-dir DIR | --comfyui DIR]
+    cutout-guard bench [...]          (see ``cutout-guard bench --help``)
+    cutout-guard submit [...]         (send an image to a RunPod endpoint, when installed)
+
+``run`` writes, for every input image, the same PNG + ``.json`` report as the Save Cutout Report
+node (``<out>/<name>.png``, sub-folders mirroring the input folders) and appends one line per
+image to ``<out>/results.jsonl``. A second run over the same inputs skips images whose last line
+there is a success. Exit status: 0 when every image succeeded (or had succeeded before), 1 when
+any failed, 2 when the run could not start (bad arguments, no images, a model that will not load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInput, CutoutGuardError, ModelMissing
+from .models import KINDS, get_kind
+
+log = logging.getLogger(__name__)
+
+RESULTS = "results.jsonl"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000×8000; larger files are refused (decompression-bomb guard)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DELEGATED = {
+    "bench": "time each stage on models of the real shapes with random weights (see `cutout-guard bench --help`)",
+    "submit": "send images to a RunPod endpoint (see `cutout-guard submit --help`)",
+}
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image: where it is, how it was named, and its report's name under ``--out``."""
+
+    source: Path
+    label: str  # the path as the user would recognise it
+    output: str  # report PNG path relative to the output folder, "/"-separated
+
+
+def collect_inputs(inputs: list[str], out_dir: Path) -> tuple[list[Item], list[str]]:
+    """Images named directly or found (recursively, by suffix) in folders; and the problems found.
+
+    A file named on the command line is always an input (a non-image is then reported as a failure);
+    in a folder, files without an image suffix and hidden files are passed over, and so is the
+    output folder when it lies inside an input folder.
+    """
+    found: list[tuple[Path, str, str]] = []  # source, label, relative name without suffix
+    problems: list[str] = []
+    out_resolved = out_dir.resolve()
+    for given in inputs:
+        path = Path(given)
+        if path.is_file():
+            found.append((path, given, path.stem))
+        elif path.is_dir():
+            for entry in sorted(path.rglob("*")):
+                rel = entry.relative_to(path)
+                if any(part.startswith(".") for part in rel.parts) or not entry.is_file():
+                    continue
+                if entry.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if out_resolved == entry.resolve().parent or out_resolved in entry.resolve().parents:
+                    continue
+                found.append((entry, str(entry), rel.with_suffix("").as_posix()))
+        else:
+            problems.append(f"{given}: no such file or folder")
+    unique: dict[Path, tuple[Path, str, str]] = {}
+    for entry in found:  # the same file reached twice counts once
+        unique.setdefault(entry[0].resolve(), entry)
+    # Two files with the same stem (photo.jpg and photo.png): both keep their full name.
+    stems: dict[str, int] = {}
+    for _, _, stem in unique.values():
+        stems[stem.lower()] = stems.get(stem.lower(), 0) + 1
+    items = []
+    for source, label, stem in unique.values():
+        name = stem if stems[stem.lower()] == 1 else f"{stem}{source.suffix}"
+        items.append(Item(source=source, label=label, output=f"{name}.png"))
+    return items, problems
+
+
+def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An image file as ``H×W×3`` float32 RGB in 0..1 (EXIF rotation applied, alpha dropped); BadInput if unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL warns above this and refuses at twice it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise BadInput(_too_large(path, f"{width}×{height} = {width * height:,} pixels", max_pixels))
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadInput(_too_large(path, str(exc).split(",")[0], max_pixels)) from None
+    except UnidentifiedImageError:
+        raise BadInput(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadInput(f"{path}: damaged image file ({type(exc).__name__}: {exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise BadInput(f"{path}: empty image")
+    return rgb
+
+
+def _too_large(path: Path, what: str, max_pixels: int) -> str:
+    return (
+        f"{path}: image too large ({what}); the limit is {max_pixels:,} pixels, a guard against "
+        "decompression bombs — raise it with --max-pixels if the file is trusted"
+    )
+
+
+# ----------------------------------------------------------------------------- results file
+
+
+def load_done(results_path: Path) -> set[str]:
+    """Output names whose last line in ``results.jsonl`` is a success (damaged lines are ignored)."""
+    last: dict[str, bool] = {}
+    if not results_path.is_file():
+        return set()
+    for line in results_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            last[entry["output"]] = entry.get("error") is None
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {name for name, ok in last.items() if ok}
+
+
+def append_result(results_path: Path, entry: dict) -> None:
+    with open(results_path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def models_root(args) -> Path:
+    if getattr(args, "comfyui", None):
+        comfy = Path(args.comfyui)
+        if not comfy.is_dir():
+            raise ModelMissing(f"--comfyui {comfy}: no such folder — give the ComfyUI folder (the one holding main.py and models/)")
+        return comfy / "models"
+    return Path(args.models_dir)
+
+
+def resolve_model(kind_name: str, value: str, root: Path, *, allow_download: bool) -> Path:
+    """A model given as a name inside ``root/<folder key>`` (downloaded when it is a missing default) or as a path."""
+    from .download import obtain
+    from .models import verify
+
+    kind = get_kind(kind_name)
+    given = Path(value)
+    if given.is_absolute() or len(given.parts) > 1:
+        if not given.exists():
+            raise ModelMissing(f"{kind.label} model {given} does not exist — give a file name in {root / kind.folder_key} or an existing path")
+        verify(kind, given)
+        return given
+    return obtain(kind, value, [root / kind.folder_key], allow_download=allow_download, progress=_byte_bar(kind.label))
+
+
+def _byte_bar(label: str):
+    """A download progress callback drawing one tqdm bar in bytes."""
+    from tqdm.auto import tqdm
+
+    state: dict = {}
+
+    def progress(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = tqdm(total=total or None, unit="B", unit_scale=True, desc=label, leave=False)
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    return progress
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from . import report
+    from .pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, devices_for
+
+    out_dir = Path(args.out)
+    items, problems = collect_inputs(args.inputs, out_dir)
+    for problem in problems:
+        log.error(problem)
+    if problems:
+        return EXIT_USAGE
+    if not items:
+        log.error("no images found in %s (looked for %s)", ", ".join(args.inputs), " ".join(IMAGE_SUFFIXES))
+        return EXIT_USAGE
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS
+    done = load_done(results_path)
+    todo = [item for item in items if item.output not in done]
+    skipped = len(items) - len(todo)
+    if skipped:
+        log.info("%d of %d images already done in %s: skipping them", skipped, len(items), results_path)
+    if not todo:
+        print(f"All {len(items)} images were already done — results in {results_path}")
+        return EXIT_OK
+
+    devices = devices_for(args.device, provider=args.provider, precision=args.precision, n_gpu_layers=args.n_gpu_layers)
+    caption_options = CaptionOptions(task=args.task, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
+    check_options = CheckOptions(threshold=args.threshold, categories=args.categories)
+    try:
+        root = models_root(args)
+        paths = ModelPaths(
+            ben2=resolve_model("ben2", args.ben2, root, allow_download=not args.offline),
+            florence2=resolve_model("florence2", args.florence2, root, allow_download=not args.offline),
+            llama_guard=resolve_model("llama_guard", args.llama_guard, root, allow_download=not args.offline),
+        )
+        pipeline = Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx)
+    except CutoutGuardError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+
+    failed = succeeded = 0
+    try:
+        with logging_redirect_tqdm(), tqdm(todo, unit="img", desc="cutout-guard", dynamic_ncols=True) as bar:
+            for item in bar:
+                entry = process_one(item, pipeline, out_dir, caption_options, check_options, args, report)
+                append_result(results_path, entry)
+                if entry["error"] is None:
+                    succeeded += 1
+                else:
+                    failed += 1
+                    log.warning("%s: %s", item.label, entry["error"])
+                bar.set_postfix(failed=failed, refresh=False)
+    finally:
+        pipeline.close()
+    print(
+        f"{succeeded} done, {failed} failed, {skipped} skipped (done before) — reports in {out_dir}, "
+        f"one line per image in {results_path}"
+    )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def process_one(item: Item, pipeline, out_dir: Path, caption_options, check_options, args, report) -> dict:
+    """Run one image and write its report; the results.jsonl entry (``error`` set on failure)."""
+    entry: dict = {
+        "file": item.label,
+        "output": item.output,
+        "caption": None,
+        "verdict": None,
+        "categories": None,
+        "p_unsafe": None,
+        "seconds": None,
+        "error": None,
+    }
+    start = time.perf_counter()
+    try:
+        rgb = read_image(item.source, max_pixels=args.max_pixels)
+        result = pipeline.process(rgb, caption_options=caption_options, check_options=check_options)
+        verdict = result.verdict
+        categories = pipeline.named_categories(verdict)
+        seconds = dict(result.seconds)
+        seconds["total"] = time.perf_counter() - start
+        record = report.make_report(
+            caption=result.caption,
+            task=caption_options.task,
+            safe=verdict.safe,
+            p_unsafe=verdict.p_unsafe,
+            categories=categories,
+            threshold=check_options.threshold,
+            unsafe_action=args.unsafe_action,
+            models=pipeline.paths.names(),
+            devices=pipeline.devices.as_report(),
+            seconds=seconds,
+        )
+        shown = result.cutout if verdict.safe else report.apply_unsafe_action(result.cutout, args.unsafe_action)
+        png_path = out_dir / item.output
+        png_path.parent.mkdir(parents=True, exist_ok=True)
+        report.write(png_path, shown, record)
+    except CutoutGuardError as exc:
+        entry["error"] = str(exc)
+    except Exception as exc:  # one bad image must not end an overnight batch
+        log.debug("failure on %s", item.label, exc_info=True)
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        entry.update(
+            caption=record["caption"],
+            verdict="safe" if verdict.safe else "unsafe",
+            categories=record["categories"],
+            p_unsafe=record["p_unsafe"],
+            seconds=record["seconds"],
+        )
+    if entry["error"] is not None:
+        entry["seconds"] = {"total": round(time.perf_counter() - start, 4)}
+    return entry
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def download(args) -> int:
+    from .download import obtain
+
+    unknown = [k for k in args.kinds if k not in KINDS]
+    if unknown:
+        log.error("unknown model kind %s — choose from %s", ", ".join(unknown), ", ".join(KINDS))
+        return EXIT_USAGE
+    try:
+        root = models_root(args)
+    except CutoutGuardError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    names = {"ben2": args.ben2, "florence2": args.florence2, "llama_guard": args.llama_guard}
+    failed = 0
+    for kind_name in args.kinds or list(names):
+        kind = get_kind(kind_name)
+        name = names.get(kind_name) or kind.defaults[0].name
+        folder = root / kind.folder_key
+        try:
+            path = obtain(kind, name, [folder], progress=_byte_bar(f"{kind.label} {name}"))
+        except CutoutGuardError as exc:
+            log.error("%s", exc)
+            failed += 1
+            continue
+        print(f"{kind_name}: {path}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--models-dir",
+        default=os.environ.get("CUTOUT_GUARD_MODELS_DIR", "models"),
+        help="models folder holding ben2/, florence2/ and LLM/ (default: $CUTOUT_GUARD_MODELS_DIR or ./models)",
+    )
+    where.add_argument("--comfyui", metavar="DIR", help="use the model folders of the ComfyUI installed in DIR (DIR/models)")
+    parser.add_argument("--ben2", default=KINDS["ben2"].defaults[0].name, help="BEN2 .onnx: a name in ben2/ or a path (default: %(default)s)")
+    parser.add_argument(
+        "--florence2", default=KINDS["florence2"].defaults[0].name, help="Florence-2 folder: a name in florence2/ or a path (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--llama-guard",
+        default=KINDS["llama_guard"].defaults[0].name,
+        help="Llama Guard .gguf: a name in LLM/ or a path (default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .report import UNSAFE_ACTIONS
+
+    parser = argparse.ArgumentParser(
+        prog="cutout-guard",
+        description="Cut out the subject of photos (BEN2), caption it (Florence-2) and check the caption (Llama Guard 3).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (model loading, devices, threads)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,download,bench,submit}")
+
+    p = sub.add_parser("run", help="process image files and folders, writing a report per image and results.jsonl")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for the report PNGs, their .json and results.jsonl")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: provider CPU, precision fp32, n_gpu_layers 0; cuda: CUDA, fp16, -1")
+    p.add_argument("--provider", choices=("CPU", "CUDA"), help="BEN2's onnxruntime provider (overrides --device)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="Florence-2 precision (overrides --device; half precision runs as fp32 on a CPU)")
+    p.add_argument("--n-gpu-layers", type=int, help="Llama Guard layers on the GPU, -1 = all (overrides --device)")
+    _add_model_options(p)
+    p.add_argument("--offline", action="store_true", help="never download: fail when a model is missing")
+    p.add_argument("--task", choices=("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"), default="<CAPTION>", help="Florence-2 caption task")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest caption in tokens (default: %(default)s)")
+    p.add_argument("--num-beams", type=int, default=3, help="beam width, 1 = greedy (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.5, help="unsafe when p_unsafe >= this, 0..1 (default: %(default)s)")
+    p.add_argument("--categories", help="Llama Guard categories that count, e.g. S1,S10 (default: all)")
+    p.add_argument("--unsafe-action", choices=UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = the CPUs this process may use (default)")
+    p.add_argument("--n-ctx", type=int, default=2048, help="Llama Guard context in tokens (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    p.set_defaults(handler=run)
+
+    d = sub.add_parser("download", help="download the default models (checked against the hub's sha256) into the models folder")
+    d.add_argument("kinds", nargs="*", metavar="KIND", help=f"any of {', '.join(KINDS)} (default: all)")
+    _add_model_options(d)
+    d.set_defaults(handler=download)
+
+    for name, help_text in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _delegate(command: str, argv: list[str]) -> int:
+    if command == "bench":
+        from .bench import main as bench_main
+
+        return bench_main(argv)
+    try:
+        from .router.cli import submit_main
+    except ImportError as exc:
+        log.error("`cutout-guard submit` is not available in this install (%s)", exc)
+        return EXIT_USAGE
+    return submit_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv[:1] or "--verbose" in argv[:1]
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    rest = argv[1:] if verbose else argv
+    if rest and rest[0] in DELEGATED:
+        return _delegate(rest[0], rest[1:])
+    args = build_parser().parse_args(argv)
+    package = __name__.rpartition(".")[0]
+    logging.getLogger(package).setLevel(logging.INFO)  # the pack's own progress lines
+    if not args.verbose:
+        logging.getLogger(f"{package}.engines").setLevel(logging.WARNING)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        log.error("interrupted — run the same command again to continue where it stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The whole job without ComfyUI: cut out (BEN2), caption the cutout (Florence-2), check the caption (Llama Guard).
+
+``Pipeline.load(paths, devices=...)`` loads the three engines once; ``.process(rgb)`` runs one
+``H×W×3`` float 0..1 image and returns the RGBA cutout, its alpha, the caption, the verdict and the
+seconds each stage took. The caption is made from the cutout composited on a neutral background
+(white, as the Caption node does for RGBA images): the published image is the cutout, so what is
+checked is what is shown. Used by the command line and the benchmark; the node adapters call the
+same engines one by one.
+
+Every call into an engine's API lives in the ``_load_*`` functions and :meth:`Pipeline.process`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import imageops
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("ben2", "florence2", "llama_guard")  # keys of Pipeline.load_seconds
+STAGES = ("cutout", "caption", "safety_check")  # keys of Result.seconds, as in the Save Cutout Report node
+CAPTION_BACKGROUND = "#FFFFFF"
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Where each engine runs: the three inputs that differ between the CPU and GPU workflows."""
+
+    provider: str = "CPU"  # BEN2 onnxruntime provider: CPU | CUDA
+    precision: str = "fp32"  # Florence-2: fp32 | fp16 | bf16
+    n_gpu_layers: int = 0  # Llama Guard layers on the GPU; -1 = all
+    florence2_device: str = "cpu"  # torch device for Florence-2: cpu | cuda
+
+    def as_report(self) -> dict:
+        return {"provider": self.provider, "precision": self.precision, "n_gpu_layers": self.n_gpu_layers}
+
+
+PRESETS = {
+    "cpu": Devices(provider="CPU", precision="fp32", n_gpu_layers=0, florence2_device="cpu"),
+    "cuda": Devices(provider="CUDA", precision="fp16", n_gpu_layers=-1, florence2_device="cuda"),
+}
+
+
+def devices_for(device: str, *, provider: str | None = None, precision: str | None = None, n_gpu_layers: int | None = None) -> Devices:
+    """The ``cpu``/``cuda`` preset with any of its three settings overridden."""
+    base = PRESETS[device]
+    return Devices(
+        provider=provider or base.provider,
+        precision=precision or base.precision,
+        n_gpu_layers=base.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
+        florence2_device=base.florence2_device,
+    )
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    ben2: Path
+    florence2: Path
+    llama_guard: Path
+
+    def names(self) -> dict[str, str]:
+        return {"ben2": self.ben2.name, "florence2": self.florence2.name, "llama_guard": self.llama_guard.name}
+
+
+@dataclass(frozen=True)
+class CaptionOptions:
+    task: str = "<CAPTION>"
+    max_new_tokens: int = 256
+    num_beams: int = 3
+    min_new_tokens: int | None = None  # tests with random weights fix the caption length
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    threshold: float = 0.5
+    categories: str | None = None  # policy, e.g. "S1,S10"; None = all
+
+
+@dataclass(frozen=True)
+class Result:
+    """One processed image. ``cutout`` is ``H×W×4`` float 0..1, ``alpha`` ``H×W``."""
+
+    cutout: np.ndarray
+    alpha: np.ndarray
+    caption: str
+    verdict: object  # engines.llama_guard.Verdict
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- engine calls
+
+
+def _load_ben2(path: Path, devices: Devices, threads: int | None):
+    from .engines.ben2 import Ben2
+
+    return Ben2.load(path, provider=devices.provider, threads=threads)
+
+
+def _load_florence2(path: Path, devices: Devices, threads: int | None):
+    from .engines.florence2 import Florence2
+
+    return Florence2.load(path, precision=devices.precision, device=devices.florence2_device, threads=threads)
+
+
+def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int):
+    from .engines.llama_guard import LlamaGuard
+
+    return LlamaGuard.load(path, n_gpu_layers=devices.n_gpu_layers, n_ctx=n_ctx, threads=threads)
+
+
+def caption_view(cutout: np.ndarray, background: str = CAPTION_BACKGROUND) -> np.ndarray:
+    """The RGBA cutout as it is shown: composited on ``background``, ``H×W×3``."""
+    return imageops.cutout(cutout[..., :3], cutout[..., 3], color=imageops.parse_color(background))
+
+
+class Pipeline:
+    """The three loaded engines. Create with :meth:`load`; free with :meth:`close`."""
+
+    def __init__(self, ben2, florence2, llama_guard, *, paths: ModelPaths, devices: Devices, load_seconds: dict[str, float]):
+        self.ben2 = ben2
+        self.florence2 = florence2
+        self.llama_guard = llama_guard
+        self.paths = paths
+        self.devices = devices
+        self.load_seconds = load_seconds
+
+    @classmethod
+    def load(
+        cls,
+        paths: ModelPaths,
+        *,
+        devices: Devices = PRESETS["cpu"],
+        threads: int | None = None,
+        n_ctx: int = 2048,
+    ) -> "Pipeline":
+        """Load BEN2, Florence-2 and Llama Guard once (seconds per load in ``load_seconds``)."""
+        loaded: dict[str, object] = {}
+        seconds: dict[str, float] = {}
+        loaders = {
+            "ben2": lambda: _load_ben2(paths.ben2, devices, threads),
+            "florence2": lambda: _load_florence2(paths.florence2, devices, threads),
+            "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, n_ctx),
+        }
+        try:
+            for stage, load in loaders.items():
+                start = time.perf_counter()
+                loaded[stage] = load()
+                seconds[stage] = time.perf_counter() - start
+        except BaseException:
+            for engine in loaded.values():
+                engine.close()
+            raise
+        log.info("Loaded the pipeline in %.1f s (%s)", sum(seconds.values()), ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+        return cls(loaded["ben2"], loaded["florence2"], loaded["llama_guard"], paths=paths, devices=devices, load_seconds=seconds)
+
+    # -- stages, each callable alone (the benchmark times them apart) ----------------------
+
+    def cut_out(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``)."""
+        alpha = self.ben2.matte(rgb)
+        return imageops.cutout(rgb, alpha), alpha
+
+    def caption(self, cutout: np.ndarray, options: CaptionOptions = CaptionOptions()) -> str:
+        """Caption of the RGBA cutout as shown on the neutral background."""
+        return self.florence2.caption(
+            caption_view(cutout),
+            task=options.task,
+            max_new_tokens=options.max_new_tokens,
+            num_beams=options.num_beams,
+            min_new_tokens=options.min_new_tokens,
+        )
+
+    def check(self, caption: str, options: CheckOptions = CheckOptions()):
+        """Llama Guard's verdict on the caption."""
+        return self.llama_guard.check(caption, categories=options.categories, threshold=options.threshold)
+
+    def named_categories(self, verdict) -> list[dict]:
+        """The verdict's counted categories as ``[{"code", "name"}]`` in the loaded model's naming."""
+        return verdict.named_categories(self.llama_guard.template.hazards)
+
+    def process(
+        self,
+        rgb: np.ndarray,
+        *,
+        caption_options: CaptionOptions = CaptionOptions(),
+        check_options: CheckOptions = CheckOptions(),
+    ) -> Result:
+        """One image through the three stages."""
+        seconds: dict[str, float] = {}
+        start = time.perf_counter()
+        cutout, alpha = self.cut_out(rgb)
+        seconds["cutout"] = time.perf_counter() - start
+        mark = time.perf_counter()
+        caption = self.caption(cutout, caption_options)
+        seconds["caption"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        verdict = self.check(caption, check_options)
+        seconds["safety_check"] = time.perf_counter() - mark
+        return Result(cutout=cutout, alpha=alpha, caption=caption, verdict=verdict, seconds=seconds)
+
+    def close(self) -> None:
+        for name in ENGINES:
+            engine = getattr(self, name)
+            if engine is not None:
+                engine.close()
+                setattr(self, name, None)
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,310 @@
+"""The ``cutout-guard`` command line on tiny models built here: reports, results.jsonl, bad files,
+resuming, exit codes, the device presets and ``download`` against a local hub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cutout_guard import cli, report
+from cutout_guard.engines.ben2 import Ben2
+from cutout_guard.engines.florence2 import Florence2
+from cutout_guard.engines.llama_guard import LlamaGuard
+from cutout_guard.pipeline import PRESETS, Devices, devices_for
+from cutout_guard.synthetic.ben2 import build_ben2
+from cutout_guard.synthetic.florence2 import build_florence2
+from cutout_guard.synthetic.llama_guard import build_llama_guard
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--max-new-tokens", "8", "--offline"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A models folder in the real layout (ben2/, florence2/, LLM/) holding tiny models."""
+    root = tmp_path_factory.mktemp("models")
+    build_ben2(root / "ben2" / "tiny.onnx", size=64)
+    build_florence2(root / "florence2" / "tiny")
+    build_llama_guard(root / "LLM" / "tiny.gguf", weights="trigger")
+    return root
+
+
+def photo(seed: int, size=(48, 40)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Two good images (one in a sub-folder), a corrupt JPEG, a truncated PNG, text named .png, a non-image file."""
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    photo(1).save(folder / "good.png")
+    photo(2).save(folder / "sub" / "good2.jpg", quality=90)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    whole = (tmp_path / "whole.png")
+    photo(3, (200, 200)).save(whole)
+    (folder / "truncated.png").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    (folder / "fake.png").write_text("this is not a picture")
+    (folder / "notes.txt").write_text("not an image, not even by name")
+    return folder
+
+
+def run(models, *args) -> int:
+    return cli.main(["run", *map(str, args), "--models-dir", str(models), *TINY])
+
+
+def results(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_mixed_folder_records_failures_and_exits_1(models, mixed, tmp_path):
+    out = tmp_path / "out"
+    assert run(models, mixed, "--out", out) == 1
+    lines = {entry["output"]: entry for entry in results(out)}
+    assert sorted(lines) == ["corrupt.png", "fake.png", "good.png", "sub/good2.png", "truncated.png"]  # notes.txt passed over
+    for name in ("good.png", "sub/good2.png"):
+        entry = lines[name]
+        assert entry["error"] is None
+        assert entry["verdict"] in ("safe", "unsafe") and isinstance(entry["caption"], str) and entry["caption"]
+        assert 0.0 <= entry["p_unsafe"] <= 1.0
+        assert set(entry["seconds"]) == {"cutout", "caption", "safety_check", "total"}
+        assert entry["seconds"]["total"] >= sum(v for k, v in entry["seconds"].items() if k != "total")
+        assert (out / name).is_file() and (out / name).with_suffix(".json").is_file()
+    assert "not an image" in lines["fake.png"]["error"]
+    assert "damaged" in lines["truncated.png"]["error"] and "truncated" in lines["truncated.png"]["error"]
+    assert lines["corrupt.png"]["error"]
+    for name in ("corrupt.png", "fake.png", "truncated.png"):
+        assert lines[name]["caption"] is None and lines[name]["verdict"] is None
+        assert not (out / name).exists()
+
+
+def test_report_png_matches_the_engines_run_on_the_cutout(models, tmp_path):
+    """The PNG is the RGBA cutout; the caption is of the cutout on white; the verdict is of that caption."""
+    source = tmp_path / "one.png"
+    photo(5, (56, 44)).save(source)
+    out = tmp_path / "out"
+    assert run(models, source, "--out", out, "--threshold", "0.4") == 0
+    png = out / "one.png"
+    got = report.read_png(png)
+    assert got == json.loads(png.with_suffix(".json").read_text())
+    entry = results(out)[0]
+    assert got["caption"] == entry["caption"] and got["p_unsafe"] == entry["p_unsafe"]
+    assert got["threshold"] == 0.4 and got["task"] == "<CAPTION>" and got["unsafe_action"] == "blur"
+    assert got["models"] == {"ben2": "tiny.onnx", "florence2": "tiny", "llama_guard": "tiny.gguf"}
+    assert got["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
+
+    rgb = np.asarray(Image.open(source), dtype=np.float32) / 255.0
+    ben2 = Ben2.load(models / "ben2" / "tiny.onnx")
+    alpha = ben2.matte(rgb)
+    with Image.open(png) as image:
+        assert image.mode == "RGBA" and image.size == (56, 44)
+        saved = np.asarray(image, dtype=np.float32) / 255.0
+    np.testing.assert_allclose(saved[..., 3], alpha, atol=1 / 255 + 1e-6)
+    np.testing.assert_allclose(saved[..., :3], rgb, atol=1 / 255 + 1e-6)
+
+    on_white = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+    florence = Florence2.load(models / "florence2" / "tiny")
+    try:
+        assert got["caption"] == florence.caption(on_white, max_new_tokens=8)
+    finally:
+        florence.close()
+    guard = LlamaGuard.load(models / "LLM" / "tiny.gguf")
+    try:
+        verdict = guard.check(got["caption"], threshold=0.4)
+    finally:
+        guard.close()
+    assert got["safe"] == verdict.safe and got["p_unsafe"] == pytest.approx(verdict.p_unsafe)
+
+
+def test_resume_skips_successes_and_retries_failures(models, mixed, tmp_path):
+    out = tmp_path / "out"
+    assert run(models, mixed, "--out", out) == 1
+    first = results(out)
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert run(models, mixed, "--out", out) == 1  # the bad files fail again
+    second = results(out)[len(first):]
+    assert sorted(e["output"] for e in second) == ["corrupt.png", "fake.png", "truncated.png"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps
+
+    for name in ("corrupt.jpg", "fake.png", "truncated.png"):
+        (mixed / name).unlink()
+    photo(9).save(mixed / "late.png")
+    assert run(models, mixed, "--out", out) == 0  # only the new image runs
+    third = results(out)[len(first) + len(second):]
+    assert [e["output"] for e in third] == ["late.png"] and third[0]["error"] is None
+    assert run(models, mixed, "--out", out) == 0
+    assert len(results(out)) == len(first) + len(second) + 1
+
+
+def test_models_load_once_per_run(models, tmp_path, monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed in range(3):
+        photo(seed).save(folder / f"{seed}.png")
+    calls = []
+    for engine in (Ben2, Florence2, LlamaGuard):
+        original = engine.load.__func__
+        monkeypatch.setattr(engine, "load", classmethod(lambda cls, *a, _o=original, **k: calls.append(cls.__name__) or _o(cls, *a, **k)))
+    assert run(models, folder, "--out", tmp_path / "out") == 0
+    assert sorted(calls) == ["Ben2", "Florence2", "LlamaGuard"]
+    assert len(results(tmp_path / "out")) == 3
+
+
+def test_unsafe_action_withhold_writes_a_transparent_png(models, tmp_path):
+    source = tmp_path / "x.png"
+    photo(4).save(source)
+    out = tmp_path / "out"
+    # threshold 0: every p_unsafe reaches it, so the verdict is unsafe
+    assert run(models, source, "--out", out, "--threshold", "0", "--unsafe-action", "withhold") == 0
+    got = report.read_png(out / "x.png")
+    assert got["safe"] is False and got["unsafe_action"] == "withhold"
+    assert results(out)[0]["verdict"] == "unsafe"
+    with Image.open(out / "x.png") as image:
+        assert image.mode == "RGBA" and image.size == (48, 40)
+        assert not np.asarray(image).any()
+
+
+def test_image_over_the_pixel_limit_is_a_recorded_error(models, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo(1).save(folder / "small.png")
+    Image.new("L", (1100, 1000)).save(folder / "big.png")
+    out = tmp_path / "out"
+    assert run(models, folder, "--out", out, "--max-pixels", "1000000") == 1
+    lines = {e["output"]: e for e in results(out)}
+    assert lines["small.png"]["error"] is None
+    assert "too large" in lines["big.png"]["error"] and "1,000,000" in lines["big.png"]["error"]
+
+
+def test_read_image_turns_pillow_bomb_check_into_bad_input(tmp_path):
+    """Above twice the limit Pillow raises DecompressionBombError at open, before our own check."""
+    path = tmp_path / "bomb.png"
+    Image.new("1", (3000, 3000)).save(path)
+    with pytest.raises(cli.BadInput, match="too large"):
+        cli.read_image(path, max_pixels=1_000_000)
+    with pytest.raises(cli.BadInput, match="too large"):
+        cli.read_image(path, max_pixels=4_000_000)  # between the limit and twice it: Pillow's warning
+    assert cli.read_image(path, max_pixels=9_000_000).shape == (3000, 3000, 3)
+    assert Image.MAX_IMAGE_PIXELS not in (1_000_000, 4_000_000, 9_000_000)  # restored
+
+
+def test_empty_input_exits_2_without_loading_models(tmp_path, caplog):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no pictures here")
+    code = cli.main(["run", str(empty), "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "none")])
+    assert code == 2
+    assert "no images found" in caplog.text
+    assert cli.main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_missing_model_exits_2_with_the_fix(tmp_path, caplog):
+    photo(1).save(tmp_path / "a.png")
+    code = cli.main(["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "none"), "--offline"])
+    assert code == 2
+    err = caplog.text
+    assert "BEN2_Base.onnx" in err and "cutout-guard download ben2" in err
+
+
+def test_cuda_preset_on_a_cpu_only_machine_is_a_clear_error(models, tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has the CUDA provider")
+    photo(1).save(tmp_path / "a.png")
+    assert run(models, tmp_path / "a.png", "--out", tmp_path / "out", "--device", "cuda") == 2
+    assert "CUDA" in caplog.text
+
+
+def test_device_presets_and_overrides():
+    assert devices_for("cpu") == Devices("CPU", "fp32", 0, "cpu") == PRESETS["cpu"]
+    assert devices_for("cuda") == Devices("CUDA", "fp16", -1, "cuda")
+    assert devices_for("cuda", provider="CPU", n_gpu_layers=10, precision="bf16") == Devices("CPU", "bf16", 10, "cuda")
+    assert devices_for("cpu", n_gpu_layers=0).n_gpu_layers == 0
+    args = cli.build_parser().parse_args(["run", "x", "--out", "o", "--device", "cuda", "--n-gpu-layers", "0"])
+    assert (args.device, args.n_gpu_layers, args.provider, args.precision) == ("cuda", 0, None, None)
+
+
+def test_collect_inputs_names_outputs_uniquely(tmp_path):
+    folder = tmp_path / "in"
+    (folder / "a").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    for name in ("x.png", "x.jpg", "a/x.png", ".hidden/y.png", "y.webp"):
+        (folder / name).write_bytes(b"")
+    out = folder / "out"  # an output folder inside the input folder is passed over
+    out.mkdir()
+    (out / "x.png").write_bytes(b"")
+    items, problems = cli.collect_inputs([str(folder), str(folder / "y.webp"), str(tmp_path / "nope")], out)
+    assert [i.output for i in items] == ["a/x.png", "x.jpg.png", "x.png.png", "y.png"]
+    assert problems == [f"{tmp_path / 'nope'}: no such file or folder"]
+
+
+def test_load_done_uses_the_last_line_and_skips_damaged_ones(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(
+        json.dumps({"output": "a.png", "error": "boom"}) + "\n"
+        + json.dumps({"output": "a.png", "error": None}) + "\n"
+        + json.dumps({"output": "b.png", "error": None}) + "\n"
+        + json.dumps({"output": "b.png", "error": "failed later"}) + "\n"
+        + '{"output": "c.png", "err'  # a line cut off by a crash
+    )
+    assert cli.load_done(path) == {"a.png"}
+
+
+def test_download_fetches_into_the_models_folder_and_run_finds_it(hub, models, tmp_path):
+    name = "Llama-Guard-3-1B.Q4_K_M.gguf"
+    data = (models / "LLM" / "tiny.gguf").read_bytes()
+    hub.add("QuantFactory/Llama-Guard-3-1B-GGUF", name, data)
+    root = tmp_path / "models"
+    assert cli.main(["download", "llama_guard", "--llama-guard", name, "--models-dir", str(root)]) == 0
+    assert (root / "LLM" / name).read_bytes() == data
+    assert (root / "LLM" / f"{name}.lock.json").is_file()
+    # run takes the same folder: the downloaded model is found, nothing else is fetched
+    for kind, sub in (("ben2", "tiny.onnx"), ("florence2", "tiny")):
+        target = root / ("ben2" if kind == "ben2" else "florence2") / sub
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(models / ("ben2" if kind == "ben2" else "florence2") / sub)
+    photo(1).save(tmp_path / "a.png")
+    requests = len(hub.state.requests)
+    code = cli.main(
+        ["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--models-dir", str(root),
+         "--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", name, "--max-new-tokens", "8"]
+    )
+    assert code == 0 and len(hub.state.requests) == requests
+
+
+def test_download_with_comfyui_uses_its_models_folder(hub, models, tmp_path):
+    name = "Llama-Guard-3-1B.Q4_K_M.gguf"
+    hub.add("QuantFactory/Llama-Guard-3-1B-GGUF", name, (models / "LLM" / "tiny.gguf").read_bytes())
+    comfy = tmp_path / "ComfyUI"
+    comfy.mkdir()
+    assert cli.main(["download", "llama_guard", "--llama-guard", name, "--comfyui", str(comfy)]) == 0
+    assert (comfy / "models" / "LLM" / name).is_file()
+    assert cli.main(["download", "nonsense", "--comfyui", str(comfy)]) == 2
+    assert cli.main(["download", "llama_guard", "--comfyui", str(tmp_path / "no-comfy")]) == 2
+
+
+def test_download_failure_exits_1(hub, tmp_path, caplog):
+    # nothing on the hub: the error names the fix, the exit status says it failed
+    assert cli.main(["download", "llama_guard", "--llama-guard", "Llama-Guard-3-1B.Q4_K_M.gguf", "--models-dir", str(tmp_path)]) == 1
+    assert "cutout-guard download llama_guard" in caplog.text
+
+
+def test_console_script_and_module_entry():
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["cutout-guard"] == "cutout_guard.cli:main"
+    done = subprocess.run([sys.executable, "-m", "cutout_guard", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0
+    for command in ("run", "download", "bench", "submit"):
+        assert command in done.stdout
+    done = subprocess.run([sys.executable, "-m", "cutout_guard", "run", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0 and "--n-gpu-layers" in done.stdout and "--unsafe-action" in done.stdout

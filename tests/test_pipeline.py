@@ -1,0 +1,75 @@
+"""The ComfyUI-free pipeline on tiny models: what each stage returns, and cleanup when a load fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cutout_guard import pipeline as pipeline_mod
+from cutout_guard.errors import ModelCorrupt
+from cutout_guard.pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, caption_view
+from cutout_guard.synthetic.ben2 import build_ben2
+from cutout_guard.synthetic.florence2 import build_florence2
+from cutout_guard.synthetic.llama_guard import build_llama_guard
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return ModelPaths(
+        ben2=build_ben2(root / "tiny.onnx", size=64),
+        florence2=build_florence2(root / "florence2"),
+        llama_guard=build_llama_guard(root / "tiny.gguf", weights="trigger"),
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(paths):
+    with Pipeline.load(paths) as pipe:
+        yield pipe
+
+
+def test_process_runs_three_stages_on_the_cutout(loaded):
+    rgb = np.random.default_rng(0).random((30, 50, 3)).astype(np.float32)
+    result = loaded.process(rgb, caption_options=CaptionOptions(max_new_tokens=8), check_options=CheckOptions(threshold=0.5))
+    assert result.cutout.shape == (30, 50, 4) and result.alpha.shape == (30, 50)
+    np.testing.assert_array_equal(result.cutout[..., 3], result.alpha)
+    np.testing.assert_allclose(result.alpha, loaded.ben2.matte(rgb))
+    shown = rgb * result.alpha[..., None] + (1 - result.alpha[..., None])  # on white, computed here
+    np.testing.assert_allclose(caption_view(result.cutout), shown, atol=1e-6)
+    assert result.caption == loaded.florence2.caption(shown, max_new_tokens=8)
+    assert result.verdict == loaded.llama_guard.check(result.caption)
+    assert set(result.seconds) == {"cutout", "caption", "safety_check"}  # the Save Cutout Report node's keys
+    assert all(v > 0 for v in result.seconds.values())
+    assert set(loaded.load_seconds) == {"ben2", "florence2", "llama_guard"}
+
+
+def test_named_categories_use_the_loaded_template(loaded):
+    verdict = loaded.llama_guard.check("a grenade on a table")  # the trigger model's unsafe word
+    assert not verdict.safe
+    assert loaded.named_categories(verdict) == [{"code": "S1", "name": "Violent Crimes"}]
+
+
+def test_a_failed_load_closes_what_was_loaded(paths, tmp_path, monkeypatch):
+    closed = []
+    real = pipeline_mod._load_ben2
+
+    def tracked(*args):
+        engine = real(*args)
+        original = engine.close
+        engine.close = lambda: (closed.append("ben2"), original())
+        return engine
+
+    monkeypatch.setattr(pipeline_mod, "_load_ben2", tracked)
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelCorrupt):
+        Pipeline.load(ModelPaths(paths.ben2, paths.florence2, broken))
+    assert closed == ["ben2"]
+
+
+def test_close_releases_every_engine(paths):
+    pipe = Pipeline.load(paths)
+    pipe.close()
+    assert (pipe.ben2, pipe.florence2, pipe.llama_guard) == (None, None, None)
+    pipe.close()  # twice is harmless
