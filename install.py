@@ -18,6 +18,7 @@ Running it again changes nothing. The decisions live in nodes/installer.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -58,14 +59,22 @@ class _Stdout(logging.StreamHandler):
         pass
 
 
-def _show_messages() -> None:
+@contextlib.contextmanager
+def _show_messages():
+    """The pack's log messages on stdout while the installer runs; the logger is restored after."""
     pack_log = logging.getLogger("cutout_guard")
-    if not any(isinstance(h, _Stdout) for h in pack_log.handlers):
-        handler = _Stdout()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        pack_log.addHandler(handler)
+    saved = (pack_log.level, pack_log.propagate)
+    handler = _Stdout()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    pack_log.addHandler(handler)
     pack_log.setLevel(logging.INFO)
     pack_log.propagate = False
+    try:
+        yield
+    finally:
+        pack_log.removeHandler(handler)
+        pack_log.setLevel(saved[0])
+        pack_log.propagate = saved[1]
 
 
 def _arguments(argv):
@@ -84,7 +93,11 @@ def _arguments(argv):
 
 def main(argv=None) -> int:
     args = _arguments(argv)
-    _show_messages()
+    with _show_messages():
+        return _main(args)
+
+
+def _main(args) -> int:
     installer, models = _package()
 
     try:

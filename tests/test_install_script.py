@@ -144,3 +144,16 @@ def test_a_gated_model_without_token_fails_with_the_fix(hub, tmp_path, monkeypat
     assert install_module.main(["--models-only", "--models", "llama_guard", "--comfyui", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "HF_TOKEN" in out and "FAILED" in out
+
+
+def test_main_leaves_the_pack_logger_as_it_found_it(install_module, tmp_path, capsys):
+    """Run in-process, install.py must not keep printing the pack's log records to stdout."""
+    import logging
+
+    pack_log = logging.getLogger("cutout_guard")
+    before = (list(pack_log.handlers), pack_log.level, pack_log.propagate)
+    assert install_module.main(["--dry-run", "--device", "cpu", "--comfyui", str(tmp_path)]) == 0
+    assert "install summary" in capsys.readouterr().out
+    assert (list(pack_log.handlers), pack_log.level, pack_log.propagate) == before
+    logging.getLogger("cutout_guard.router").warning("after the installer")
+    assert "after the installer" not in capsys.readouterr().out
