@@ -267,3 +267,18 @@ def test_gguf_is_memory_mapped_and_close_frees_it():
     after = process.memory_info().rss
     assert not _mapped(path)
     assert loaded - after > 0.8 * grown, f"close() freed {(loaded - after) / 1e6:.1f} of {grown / 1e6:.1f} MB"
+
+
+def test_non_finite_logits_fail_closed(monkeypatch):
+    guard = LlamaGuard.load(model("trigger"), threads=1)
+    try:
+        monkeypatch.setattr(guard, "_last_logits", lambda: np.full(guard.n_vocab, np.nan))
+        verdict = guard.check(KITTEN)
+        assert verdict.safe is False and verdict.p_unsafe == 1.0
+    finally:
+        guard.close()
+
+
+def test_unencodable_text_is_checked_not_crashed(trigger):
+    verdict = trigger.check("A grenade \ud800 in a box.")  # a lone surrogate cannot be UTF-8 encoded
+    assert verdict.safe is False

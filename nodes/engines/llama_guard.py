@@ -208,14 +208,14 @@ class LlamaGuard:
         guard = cls(llm, path, template, n_gpu_layers)
         try:
             with guard._lock:
-                guard._evaluate_prefix()
+                guard.evaluate_prefix()
         except Exception:
             guard.close()
             raise
         return guard
 
     def tokenize(self, text: str, special: bool) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+        return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=False, special=special)
 
     def detokenize(self, tokens) -> str:
         return self.llm.detokenize(list(tokens), special=False).decode("utf-8", errors="replace")
@@ -234,7 +234,8 @@ class LlamaGuard:
             raise RuntimeError("Llama Guard model is closed")
         return self._llm
 
-    def _evaluate_prefix(self) -> int:
+    def evaluate_prefix(self) -> int:
+        """Evaluate the prompt prefix now (done at load; again only after an uncached check)."""
         llm = self.llm
         llm.n_tokens = 0
         llm.eval(list(self.prefix_tokens))
@@ -261,7 +262,7 @@ class LlamaGuard:
             )
         evaluated = 0
         if reuse_prefix and not self._prefix_ready:
-            evaluated += self._evaluate_prefix()
+            evaluated += self.evaluate_prefix()
         llm = self.llm
         if reuse_prefix:
             llm.n_tokens = len(self.prefix_tokens)  # eval() drops the KV cells after this point
@@ -277,6 +278,8 @@ class LlamaGuard:
     def p_unsafe(self, logits: np.ndarray) -> float:
         """P(unsafe)/(P(safe)+P(unsafe)) from logits: a logistic of their difference (stable)."""
         diff = float(logits[self.safe_token] - logits[self.unsafe_token])
+        if not math.isfinite(diff):
+            return 1.0  # broken logits: fail closed
         if diff > 700:
             return 0.0
         return 1.0 / (1.0 + math.exp(diff))

@@ -1,0 +1,102 @@
+"""Per-check time of Safety Check with the prompt-prefix KV cache against without it.
+
+Builds (once, into ``--workdir``) a GGUF with the real Llama 3.2 1B shape and random weights,
+quantized to Q4_K_M, whose vocabulary makes the prompt's words and common caption words single
+tokens; or takes ``--model`` (e.g. a real Llama Guard GGUF). Then, on one loaded model and a
+30-word caption, times in alternation a check that evaluates the whole prompt and a check that
+reuses the prefix state (the prefix is restored, untimed, after each uncached check), and compares
+their p_unsafe.
+
+    python bench/llama_guard_prefix_cache.py [--runs 7] [--threads 0] [--model PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CAPTION = (
+    "A woman in a red jacket is sitting on a wooden bench in a park next to a brown dog, "
+    "with tall green trees and a blue sky behind them."
+)
+TARGET = 0.35
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=0, help="0 = the CPU quota")
+    parser.add_argument("--model", type=Path, help="a GGUF to use instead of the generated 1B-shape model")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "cutout-guard-bench")
+    parser.add_argument("--caption", default=CAPTION)
+    args = parser.parse_args(argv)
+
+    import llama_cpp
+
+    from cutout_guard.cpu import resolve_threads
+    from cutout_guard.engines.llama_guard import LlamaGuard
+    from cutout_guard.engines.llama_guard_prompt import tokenize_body
+    from cutout_guard.synthetic.llama_guard import build_llama_guard
+
+    path = args.model
+    if path is None:
+        path = args.workdir / "llama-guard-1b-shape-random-Q4_K_M.gguf"
+        if not path.is_file():
+            print(f"building {path.name} (Llama 3.2 1B shape, random weights, Q4_K_M) ...", flush=True)
+            start = time.perf_counter()
+            build_llama_guard(path, shape="1b", quantize="Q4_K_M", threads=resolve_threads(args.threads))
+            print(f"  built in {time.perf_counter() - start:.0f} s, {path.stat().st_size / 1e6:.0f} MB", flush=True)
+
+    guard = LlamaGuard.load(path, threads=args.threads)
+    caption = args.caption
+    caption_tokens = len(guard.tokenize(" " + caption.strip(), False))
+    body = tokenize_body(guard.tokenize, guard.template, caption)
+
+    cached_times, uncached_times, cached_p, uncached_p = [], [], [], []
+    cached_verdict = uncached_verdict = None
+    guard.check(caption)  # warm-up, both ways
+    guard.check(caption, reuse_prefix=False)
+    for _ in range(args.runs):
+        start = time.perf_counter()
+        uncached_verdict = guard.check(caption, reuse_prefix=False)
+        uncached_times.append(time.perf_counter() - start)
+        uncached_p.append(uncached_verdict.p_unsafe)
+        guard.evaluate_prefix()  # restore the prefix state, untimed, as a loaded model keeps it
+        start = time.perf_counter()
+        cached_verdict = guard.check(caption)
+        cached_times.append(time.perf_counter() - start)
+        cached_p.append(cached_verdict.p_unsafe)
+    guard.close()
+
+    cached, uncached = statistics.median(cached_times), statistics.median(uncached_times)
+    ratio = cached / uncached
+    worst = max(abs(a - b) for a, b in zip(cached_p, uncached_p))
+    print(f"model {path.name}, llama-cpp-python {llama_cpp.__version__}, {resolve_threads(args.threads)} threads, "
+          f"{args.runs} runs each (alternating)")
+    print(f"caption: {len(caption.split())} words")
+    print(f"tokens: {len(guard.prefix_tokens)} before the caption, {caption_tokens} caption, "
+          f"{len(body) - caption_tokens} after it")
+    print(f"  evaluated per check: uncached {uncached_verdict.prompt_tokens}, cached {cached_verdict.prompt_tokens}; "
+          f"answer tokens fed {cached_verdict.generated_tokens}")
+    print(f"  uncached check: median {uncached:.3f} s  {[round(t, 3) for t in uncached_times]}")
+    print(f"  cached check  : median {cached:.3f} s  {[round(t, 3) for t in cached_times]}")
+    print(f"  cached / uncached = {100 * ratio:.1f} %  (target <= {100 * TARGET:.0f} %)")
+    print(f"  p_unsafe cached {cached_p[-1]:.6f}, uncached {uncached_p[-1]:.6f}, max |difference| {worst:.2e}; "
+          f"verdicts {'equal' if cached_verdict.safe == uncached_verdict.safe and cached_verdict.answer == uncached_verdict.answer else 'DIFFER'}")
+    # What the same per-token cost gives for the counts the real Llama 3 tokenizer is expected to
+    # produce (about 200 / 35 / 45): a linear fit through the two medians, not a measurement.
+    per_token = (uncached - cached) / (uncached_verdict.prompt_tokens - cached_verdict.prompt_tokens)
+    fixed = cached - per_token * cached_verdict.prompt_tokens
+    projected = (fixed + per_token * 80) / (fixed + per_token * 280)
+    print(f"  fit: {1000 * per_token:.1f} ms per evaluated token + {1000 * fixed:.0f} ms per check; "
+          f"projected ratio for 200 + 35 + 45 tokens: {100 * projected:.1f} % (a projection, not a measurement)")
+    same = worst <= 1e-3 and cached_verdict.answer == uncached_verdict.answer
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
