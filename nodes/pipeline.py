@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("ben2", "florence2", "llama_guard")  # keys of Pipeline.load_seconds
 STAGES = ("cutout", "caption", "safety_check")  # keys of Result.seconds, as in the Save Cutout Report node
+# Llama Guard loads first: llama.cpp's load-time peak (the mapped file plus its repacked copy) then
+# happens while nothing else is resident, so it does not add to the other models.
+LOAD_ORDER = ("llama_guard", "florence2", "ben2")
 CAPTION_BACKGROUND = "#FFFFFF"
 
 
@@ -148,7 +151,8 @@ class Pipeline:
             "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, n_ctx),
         }
         try:
-            for stage, load in loaders.items():
+            for stage in LOAD_ORDER:
+                load = loaders[stage]
                 start = time.perf_counter()
                 loaded[stage] = load()
                 seconds[stage] = time.perf_counter() - start

@@ -51,21 +51,28 @@ def test_named_categories_use_the_loaded_template(loaded):
 
 
 def test_a_failed_load_closes_what_was_loaded(paths, tmp_path, monkeypatch):
+    """The last model in LOAD_ORDER is damaged: the ones loaded before it are closed again."""
     closed = []
-    real = pipeline_mod._load_ben2
 
-    def tracked(*args):
-        engine = real(*args)
-        original = engine.close
-        engine.close = lambda: (closed.append("ben2"), original())
-        return engine
+    def tracked(name):
+        real = getattr(pipeline_mod, f"_load_{name}")
 
-    monkeypatch.setattr(pipeline_mod, "_load_ben2", tracked)
-    broken = tmp_path / "broken.gguf"
-    broken.write_bytes(b"GGUF" + b"\0" * 64)
+        def load(*args):
+            engine = real(*args)
+            original = engine.close
+            engine.close = lambda: (closed.append(name), original())
+            return engine
+
+        return load
+
+    for name in pipeline_mod.LOAD_ORDER:
+        monkeypatch.setattr(pipeline_mod, f"_load_{name}", tracked(name))
+    last = pipeline_mod.LOAD_ORDER[-1]
+    broken = tmp_path / "broken"
+    broken.write_bytes(b"not a model" * 8)
     with pytest.raises(ModelCorrupt):
-        Pipeline.load(ModelPaths(paths.ben2, paths.florence2, broken))
-    assert closed == ["ben2"]
+        Pipeline.load(ModelPaths(**{**paths.__dict__, last: broken}))
+    assert sorted(closed) == sorted(pipeline_mod.LOAD_ORDER[:-1])
 
 
 def test_close_releases_every_engine(paths):
