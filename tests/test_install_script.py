@@ -53,9 +53,14 @@ def test_dry_run_for_a_gpu_image_picks_cuda_12_builds(tmp_path):
     out = result.stdout
     assert "onnxruntime-gpu>=1.20,<1.27" in out
     assert "workflows_gpu/ fits this machine" in out
-    if "llama-cpp-python" in out.split("Dry run")[0]:  # the test venv has the CPU build: it must be replaced
-        assert "/whl/cu125" in out and "-DGGML_CUDA=on" in out
-        assert "/whl/cpu" not in out
+    plan = out.split("Dry run")[0]
+    from cutout_guard.installer import installed_packages
+
+    if installed_packages().llama_backend == "cuda":
+        assert "llama-cpp-python" not in plan
+    else:  # the CPU build of the test environment must be replaced by the CUDA one
+        assert "uninstall llama-cpp-python" in plan
+        assert "/whl/cu125" in plan and "-DGGML_CUDA=on" in plan and "/whl/cpu" not in plan
 
 
 def _copy_pack(dest: Path) -> Path:
@@ -77,7 +82,7 @@ def test_runs_with_the_standard_library_only_from_a_custom_nodes_folder(tmp_path
     out = result.stdout
     assert f"ComfyUI folder: {tmp_path / 'ComfyUI'}" in out
     assert "install onnxruntime>=1.20" in out and "torch is not installed" in out
-    assert f"{tmp_path / 'ComfyUI' / 'models' / 'ben2'}" not in out or "MISSING" in out
+    assert "download ben2:BEN2_Base.onnx" in out and "ben2: BEN2_Base.onnx -> MISSING" in out
 
 
 def test_a_symlinked_pack_belongs_to_the_comfyui_it_is_linked_into(tmp_path):
