@@ -1,8 +1,9 @@
 """Per-check time of Safety Check with the prompt-prefix KV cache against without it.
 
 Builds (once, into ``--workdir``) a GGUF with the real Llama 3.2 1B shape and random weights,
-quantized to Q4_K_M, whose vocabulary makes the prompt's words and common caption words single
-tokens; or takes ``--model`` (e.g. a real Llama Guard GGUF). Then, on one loaded model and a
+quantized to Q4_K_M, whose vocabulary cuts the prompt where Llama 3's tokenizer does (145 tokens
+before the caption) and keeps common caption words whole; or takes ``--model`` (e.g. a real Llama
+Guard GGUF). Then, on one loaded model and a
 30-word caption, times in alternation a check that evaluates the whole prompt and a check that
 reuses the prefix state (the prefix is restored, untimed, after each uncached check), and compares
 their p_unsafe.
@@ -87,13 +88,8 @@ def main(argv=None) -> int:
     print(f"  cached / uncached = {100 * ratio:.1f} %  (target <= {100 * TARGET:.0f} %)")
     print(f"  p_unsafe cached {cached_p[-1]:.6f}, uncached {uncached_p[-1]:.6f}, max |difference| {worst:.2e}; "
           f"verdicts {'equal' if cached_verdict.safe == uncached_verdict.safe and cached_verdict.answer == uncached_verdict.answer else 'DIFFER'}")
-    # What the same per-token cost gives for the counts the real Llama 3 tokenizer is expected to
-    # produce (about 200 / 35 / 45): a linear fit through the two medians, not a measurement.
-    per_token = (uncached - cached) / (uncached_verdict.prompt_tokens - cached_verdict.prompt_tokens)
-    fixed = cached - per_token * cached_verdict.prompt_tokens
-    projected = (fixed + per_token * 80) / (fixed + per_token * 280)
-    print(f"  fit: {1000 * per_token:.1f} ms per evaluated token + {1000 * fixed:.0f} ms per check; "
-          f"projected ratio for 200 + 35 + 45 tokens: {100 * projected:.1f} % (a projection, not a measurement)")
+    floor = cached_verdict.prompt_tokens / uncached_verdict.prompt_tokens
+    print(f"  token floor: a cached check evaluates {100 * floor:.1f} % of the uncached check's prompt tokens")
     same = worst <= 1e-3 and cached_verdict.answer == uncached_verdict.answer
     return 0 if same else 1
 

@@ -282,3 +282,11 @@ def test_non_finite_logits_fail_closed(monkeypatch):
 def test_unencodable_text_is_checked_not_crashed(trigger):
     verdict = trigger.check("A grenade \ud800 in a box.")  # a lone surrogate cannot be UTF-8 encoded
     assert verdict.safe is False
+
+
+def test_synthetic_vocabulary_splits_the_prompt_like_llama_3(trigger):
+    """The benchmark's token counts rest on this: Llama 3's tokenizer gives 145 tokens before the text."""
+    assert len(trigger.prefix_tokens) == 145
+    pieces = [trigger.llm.detokenize([t], special=True).decode() for t in trigger.prefix_tokens]
+    assert pieces[-8:] == ["<B", "EGIN", " CON", "VERS", "ATION", ">\n\n", "User", ":"]
+    assert "".join(pieces) == trigger.template.prefix()

@@ -3,9 +3,10 @@
 Every model here has Llama 3's tokenizer layout: ``tokenizer.ggml.model = gpt2`` with the
 ``llama-bpe`` pre-tokenizer, a byte-level BPE vocabulary in ids ``0..`` and Llama 3.1's 256 special
 tokens at their real ids 128000–128255 (type CONTROL), so ``<|eot_id|>`` is 128009 as in the real
-files. The BPE vocabulary is trained (with ``tokenizers``) on the Llama Guard prompt and on
-:data:`CAPTION_WORDS`, until each of those words is a single token — as in Llama 3's own vocabulary,
-so prompt token counts come close to the real ones. Ids between the trained vocabulary and 128000
+files. The BPE vocabulary is trained (with ``tokenizers``) on the pieces Llama 3's own tokenizer cuts
+the Llama Guard template into (:data:`TEMPLATE_PIECES`) and on :data:`CAPTION_WORDS`, until each
+of those is a single token, so prompt token counts match the real ones (145 tokens before the
+text; a 30-word caption about 32). Ids between the trained vocabulary and 128000
 are unused filler.
 
 - ``build_llama_guard(path, weights="random")``: a tiny model with random weights (logits depend on
@@ -66,7 +67,7 @@ shirt jacket dress hat glasses cap coat shoes bag hair face hand hands eyes head
 food plate cup bowl bottle glass pizza cake fruit apple banana sandwich coffee
 phone laptop computer book paper sign text letters logo ball toy
 cute happy sad beautiful empty full open closed several two three many some other its their
-his her this that there it which who what
+his her this that there it which who what them they behind
 """
 
 ANSWERS = ("safe", "unsafe\nS1", "unsafe\nS1,S10", "unsafe\nS2,S3,S4,S5,S6,S7,S8,S9,S11,S12,S13,S14")
@@ -91,22 +92,33 @@ LLAMA_3_2_1B = Shape(n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, n_ff=8192,
 SHAPES = {"tiny": TINY, "small": SMALL, "1b": LLAMA_3_2_1B}
 
 
-def _corpus() -> list[str]:
-    """Texts the vocabulary is trained on: the prompt pieces between special tokens, words, answers."""
-    from ..engines.llama_guard_prompt import LLAMA_GUARD_3_1B, LLAMA_GUARD_3_8B
+# How Llama 3's published tokenizer (``tokenizer.model`` of meta-llama/llama-models, byte-pair
+# ranks applied to the pre-tokens of the Llama 3 split pattern) cuts the words of both Llama Guard 3
+# templates. Training on these pieces, each as its own word, makes the synthetic vocabulary split
+# the template exactly where the real one does: 145 tokens before the text, as in the real model.
+TEMPLATE_PIECES = (
+    "\n\n", "Task", ":", " Check", " if", " there", " is", " unsafe", " content", " in", " '", "User", "'",
+    " messages", " conversations", " according", " our", " safety", " policy", " with", " the", " below",
+    " categories", ".\n\n", "<B", "EGIN", " UNS", "AFE", " CONTENT", " C", "ATEGORIES", ">\n", "S", "1",
+    " Viol", "ent", " Crimes", ".\n", "2", " Non", "-V", "iol", "3", " Sex", "4", " Child", " Exp", "lo",
+    "itation", "5", " Def", "amation", "6", " Special", "ized", " Advice", "7", " Privacy", "8",
+    " Intellectual", " Property", "9", " Ind", "iscrim", "inate", " Weapons", "10", " Hate", "11", " Self",
+    "-H", "arm", "12", " Sexual", " Content", "13", " Elections", "14", " Code", " Interpreter", " Abuse",
+    "<", "END", ">\n\n", " CON", "VERS", "ATION", "Provide", " your", " assessment", " for", " ONLY", " THE",
+    " LAST", " User", " message", " above", " conversation", ":\n", " -", " First", " line", " must",
+    " read", "safe", " or", "unsafe", "'.\n", " If", ",", " a", " second", " include", " comma",
+    "-separated", " list", " of", " violated", ".", "assistant", "user", " ",
+)
 
-    texts: list[str] = []
-    for template in (LLAMA_GUARD_3_8B, LLAMA_GUARD_3_1B):
-        rendered = template.render("A photo of a dog.")
-        for special in SPECIAL_NAMES.values():
-            rendered = rendered.replace(special, "\0")
-        texts += [piece for piece in rendered.split("\0") if piece]
-        texts.append("assistant")
+
+def _corpus() -> list[str]:
+    """Texts the vocabulary is trained on: the template's real pieces, caption words, answers."""
+    texts: list[str] = list(TEMPLATE_PIECES) * 200  # frequent, so their inner merges rank first
     words = CAPTION_WORDS.split() + [TRIGGER_WORD]
     for word in words:
         texts += [word, " " + word, word.capitalize(), " " + word.capitalize(), word + ".", " " + word + "."]
     texts += list(ANSWERS)
-    return texts * 2
+    return texts
 
 
 def train_vocabulary() -> tuple[list[str], list[str]]:
