@@ -93,7 +93,51 @@ BEN2 = ModelKind(
     ),
 )
 
-KINDS: dict[str, ModelKind] = {BEN2.kind: BEN2}
+# Florence-2 in transformers' native layout (florence-community/*, the converted microsoft
+# checkpoints). Only the files AutoProcessor + Florence2ForConditionalGeneration read: tokenizer.json
+# carries the vocabulary, so vocab.json, merges.txt, added_tokens.json and special_tokens_map.json
+# are left out. Revisions, sizes and sha256 values as published at those commits; the processor
+# and tokenizer files are the same bytes in both repositories.
+_FLORENCE2_SHARED = (
+    RemoteFile("generation_config.json", 292, "0251459c49cc358ac033b5d4b8569e61ac22bde5d76be404b97a44cfb33fb12e"),
+    RemoteFile("preprocessor_config.json", 603, "1396ec5a0a7adfe1c04fb777b09e8ba753be6dbb5868212ab3c3ef39d91fe031"),
+    RemoteFile("processor_config.json", 2264, "cd0e3bf41a39b1276503fbd273bc03b9afc70d7a15ea681a92a1b4b77f858ee6"),
+    RemoteFile("tokenizer.json", 3_748_144, "3ad7001f773409abe6bba33eac92662611a73d72f459bda2f00d2a221dd31ce4"),
+    RemoteFile("tokenizer_config.json", 197_922, "cb5f80bd9afa767bb1bb798ee5f0a79eae45239b8e72506166b4218175a16723"),
+)
+
+FLORENCE2 = ModelKind(
+    kind="florence2",
+    folder_key="florence2",
+    extensions=(),
+    label="Florence-2",
+    defaults=(
+        DefaultModel(
+            name="Florence-2-base",
+            repo_id="florence-community/Florence-2-base",
+            revision="00921df66db728a9ceb750f5eca43e5c203a2051",
+            files=(
+                RemoteFile("config.json", None, "2a4dfe9885d183da121f239ada734bd700ee6908b650a7a25ab32eb104fe1d7a"),
+                RemoteFile("model.safetensors", 463_178_864, "62f3e696da74f8869a68ddb529a9b3e14eb25b21c592cb3dea6179bf944df6a0"),
+                *_FLORENCE2_SHARED,
+            ),
+            size_note="467 MB",
+        ),
+        DefaultModel(
+            name="Florence-2-large",
+            repo_id="florence-community/Florence-2-large",
+            revision="4271c66b88cdbc05735372ec13b2360108de5317",
+            files=(
+                RemoteFile("config.json", 2396, "8412483f687f2f71587328a38c6fa70a68d9488f28e90607be3c182641f60f2c"),
+                RemoteFile("model.safetensors", 1_553_541_016, "7715423d6549bf1e71188bdd84f4ac960cc0597886af24a5ef7b66f128660685"),
+                *_FLORENCE2_SHARED,
+            ),
+            size_note="1.56 GB",
+        ),
+    ),
+)
+
+KINDS: dict[str, ModelKind] = {BEN2.kind: BEN2, FLORENCE2.kind: FLORENCE2}
 
 
 def register_kind(kind: ModelKind) -> ModelKind:

@@ -1,0 +1,324 @@
+"""Florence-2 captions on transformers: ``Florence2.load(path, precision=...).caption(rgb) -> str``.
+
+Uses transformers' native ``Florence2ForConditionalGeneration`` and ``AutoProcessor``
+(transformers >= 4.56), never ``trust_remote_code``, and reads weights from safetensors only.
+A model is a folder in the layout of ``florence-community/Florence-2-base``.
+
+One caption runs four stages, kept apart so a benchmark can time each:
+``preprocess`` (processor: image to 768² pixel values, task prompt to tokens), ``encode``
+(DaViT vision tower + projection, merged into the prompt embeddings, then the BART encoder),
+``decode`` (``generate`` on the encoder output: deterministic greedy or beam search, KV cache
+on) and ``postprocess`` (tokens to text through ``processor.post_process_generation``).
+
+Precision: ``fp32``, ``fp16`` or ``bf16``. On a CPU device half precision runs as fp32 (several
+CPU kernels have no fp16 version, e.g. "LayerNormKernelImpl not implemented for 'Half'"); the
+load logs one line saying so.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..cpu import resolve_threads
+from ..errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+
+log = logging.getLogger(__name__)
+
+CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
+PRECISIONS = ("fp32", "fp16", "bf16")
+MIN_TRANSFORMERS = (4, 56)
+INSTALL_HINT = "run `pip install -r requirements.txt` in the Cutout Guard folder (needs transformers>=4.56)"
+WEIGHTS = "model.safetensors"
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json")
+WEIGHTS_INDEX = "model.safetensors.index.json"
+FETCH_HINT = (
+    "delete the folder and run `python install.py --models florence2`, or download "
+    "florence-community/Florence-2-base into it"
+)
+
+
+def import_transformers():
+    """``(torch, transformers)``, or MissingDependency naming the fix."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise MissingDependency(f"Florence-2 needs {exc.name} — {INSTALL_HINT}") from None
+    version = tuple(int(p) for p in transformers.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_TRANSFORMERS:
+        raise MissingDependency(
+            f"transformers {transformers.__version__} has no native Florence-2 — {INSTALL_HINT}"
+        )
+    return torch, transformers
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file, or None (checks the header and the size)."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{path.name} has {size} bytes"
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > min(size - 8, 100_000_000):
+            return f"{path.name} has a header of {header_len:,} bytes in a file of {size:,}"
+        try:
+            header = json.loads(handle.read(header_len))
+        except ValueError:
+            return f"{path.name} has an unreadable header"
+    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        return f"{path.name} is truncated: {size:,} bytes, its header needs {8 + header_len + end:,}"
+    return None
+
+
+def check_model_folder(path: Path) -> None:
+    """Raise ModelCorrupt unless ``path`` is a native-layout Florence-2 folder with whole safetensors weights."""
+    if not path.is_dir():
+        raise ModelCorrupt(f"Florence-2 model {path} is not a folder — {FETCH_HINT}")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise ModelCorrupt(f"Florence-2 model {path} has no config.json — {FETCH_HINT}")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError:
+        raise ModelCorrupt(f"Florence-2 model {path}: config.json is not valid JSON — {FETCH_HINT}") from None
+    if config.get("auto_map") or config.get("model_type") != "florence2":
+        raise ModelCorrupt(
+            f"Florence-2 model {path} is not in transformers' native layout (model_type "
+            f"{config.get('model_type')!r}{', needs remote code' if config.get('auto_map') else ''}); the pack "
+            "never runs code shipped with a model — use florence-community/Florence-2-base or -large "
+            "(the converted checkpoints of microsoft/Florence-2-*)"
+        )
+    missing = [name for name in PROCESSOR_FILES if not (path / name).is_file()]
+    if not (path / "tokenizer.json").is_file() and not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+        missing.append("tokenizer.json")
+    if missing:
+        raise ModelCorrupt(f"Florence-2 model {path} is missing {', '.join(missing)} — {FETCH_HINT}")
+    if (path / WEIGHTS_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((path / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError):
+            raise ModelCorrupt(f"Florence-2 model {path}: {WEIGHTS_INDEX} is unreadable — {FETCH_HINT}") from None
+    elif (path / WEIGHTS).is_file():
+        shards = [WEIGHTS]
+    else:
+        pickled = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        why = f" (found {', '.join(sorted(pickled))}: pickle files are never loaded)" if pickled else ""
+        raise ModelCorrupt(f"Florence-2 model {path} has no {WEIGHTS}{why} — {FETCH_HINT}")
+    for shard in shards:
+        shard_path = path / shard
+        if not shard_path.is_file():
+            raise ModelCorrupt(f"Florence-2 model {path} is missing {shard} — {FETCH_HINT}")
+        problem = _safetensors_problem(shard_path)
+        if problem:
+            raise ModelCorrupt(f"Florence-2 model {path} is damaged ({problem}) — {FETCH_HINT}")
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+
+def resolve_device(torch, device) -> "torch.device":
+    """``device`` as a torch.device; a clear error when CUDA is asked for and not usable."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailable(
+            "Florence-2: device cuda was chosen but this torch has no usable CUDA GPU — pick device cpu "
+            "(and precision fp32), or install a CUDA build of torch"
+        )
+    return device
+
+
+def resolve_dtype(torch, precision: str, device) -> "torch.dtype":
+    """The torch dtype for ``precision`` on ``device``: fp16/bf16 on a CPU run as fp32 (logged)."""
+    if precision not in PRECISIONS:
+        raise BadInput(f"Florence-2 precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "fp32" and device.type == "cpu":
+        log.warning(
+            "Florence-2: precision %s is not supported on the CPU (half-precision CPU kernels are missing); "
+            "running in fp32 instead",
+            precision,
+        )
+        return torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def to_pil(rgb: np.ndarray):
+    """``H×W×3`` float 0..1 → 8-bit RGB PIL image (what the processor expects)."""
+    from PIL import Image
+
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise BadInput(f"Florence-2 expects an H×W×3 RGB image, got shape {rgb.shape}")
+    array = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
+    return Image.fromarray(np.round(array * 255.0).astype(np.uint8), mode="RGB")
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+@dataclass
+class Florence2:
+    """A loaded Florence-2 model and processor. Create with :meth:`load`; free with :meth:`close`."""
+
+    model: object
+    processor: object
+    path: Path
+    device: object  # torch.device
+    dtype: object  # torch.dtype
+    precision: str  # as asked for; ``dtype`` is what runs
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        precision: str = "fp32",
+        device: str | None = "cpu",
+        threads: int | None = None,
+    ) -> "Florence2":
+        torch, transformers = import_transformers()
+        path = Path(path)
+        check_model_folder(path)
+        torch_device = resolve_device(torch, device)
+        dtype = resolve_dtype(torch, precision, torch_device)
+        if torch_device.type == "cpu":
+            wanted = resolve_threads(threads)
+            if torch.get_num_threads() != wanted:
+                torch.set_num_threads(wanted)
+        try:
+            processor = transformers.AutoProcessor.from_pretrained(
+                path, trust_remote_code=False, local_files_only=True
+            )
+            model = transformers.Florence2ForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelCorrupt(
+                f"Florence-2 model {path} could not be loaded ({type(exc).__name__}: {str(exc).strip()[:300]}) — "
+                f"{FETCH_HINT}"
+            ) from None
+        image_token = processor.tokenizer.convert_tokens_to_ids("<image>")
+        if image_token != model.config.image_token_id:
+            raise ModelCorrupt(
+                f"Florence-2 model {path}: the tokenizer's <image> token is {image_token}, the model expects "
+                f"{model.config.image_token_id} — the tokenizer files do not belong to these weights; {FETCH_HINT}"
+            )
+        model = model.to(torch_device).eval()
+        log.info(
+            "Florence-2: %s on %s in %s%s",
+            path.name,
+            torch_device,
+            str(dtype).replace("torch.", ""),
+            f", {torch.get_num_threads()} threads" if torch_device.type == "cpu" else "",
+        )
+        return cls(model=model, processor=processor, path=path, device=torch_device, dtype=dtype, precision=precision)
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def preprocess(self, rgb: np.ndarray, task: str = "<CAPTION>") -> dict:
+        """``H×W×3`` float 0..1 → processor tensors (``input_ids``, ``attention_mask``, ``pixel_values``) on the device."""
+        if task not in CAPTION_TASKS:
+            raise BadInput(f"Florence-2 task must be one of {', '.join(CAPTION_TASKS)}, got {task!r}")
+        inputs = self.processor(text=task, images=to_pil(rgb), return_tensors="pt")
+        return {
+            "input_ids": inputs["input_ids"].to(self.device),
+            "attention_mask": inputs["attention_mask"].to(self.device),
+            "pixel_values": inputs["pixel_values"].to(self.device, self.dtype),
+        }
+
+    def encode_image(self, pixel_values):
+        """Vision tower + projection: ``[1,3,S,S]`` → image token embeddings ``[1,N,d_model]``."""
+        features = self._model_check().get_image_features(pixel_values)
+        return getattr(features, "pooler_output", features)  # transformers 5.x wraps it in an output object
+
+    def encode(self, inputs: dict):
+        """Image features merged into the prompt embeddings, through the BART encoder (the encoder output)."""
+        import torch
+
+        model = self._model_check()
+        with torch.inference_mode():
+            embeds = model.get_input_embeddings()(inputs["input_ids"])
+            image = self.encode_image(inputs["pixel_values"]).to(embeds.device, embeds.dtype)
+            mask = (inputs["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
+            if int(mask[..., 0].sum()) != image.shape[0] * image.shape[1]:
+                raise ModelCorrupt(
+                    f"Florence-2 model {self.path}: the processor makes {int(mask[..., 0].sum())} image tokens but "
+                    f"the vision tower gives {image.shape[1]} — the processor files do not match the weights; "
+                    f"{FETCH_HINT}"
+                )
+            embeds = embeds.masked_scatter(mask, image)
+            return model.get_encoder()(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], return_dict=True)
+
+    def decode(
+        self,
+        encoded,
+        attention_mask,
+        *,
+        max_new_tokens: int = 256,
+        num_beams: int = 3,
+        min_new_tokens: int | None = None,
+    ):
+        """Deterministic generation (no sampling, KV cache on) from the encoder output; the token ids ``[1,T]``."""
+        import torch
+
+        if max_new_tokens < 1 or num_beams < 1:
+            raise BadInput(f"max_new_tokens and num_beams must be at least 1, got {max_new_tokens} and {num_beams}")
+        options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False, "use_cache": True}
+        if min_new_tokens:
+            options["min_new_tokens"] = min_new_tokens
+        with torch.inference_mode():
+            return self._model_check().generate(encoder_outputs=encoded, attention_mask=attention_mask, **options)
+
+    def postprocess(self, token_ids, task: str, image_size: tuple[int, int]) -> str:
+        """Generated ids → the caption for ``task`` (``image_size`` is width, height)."""
+        text = self.processor.batch_decode(token_ids, skip_special_tokens=False)[0]
+        parsed = self.processor.post_process_generation(text, task=task, image_size=image_size)
+        return str(parsed[task]).strip()
+
+    # -- the verb -------------------------------------------------------------------------
+
+    def caption(
+        self,
+        rgb: np.ndarray,
+        *,
+        task: str = "<CAPTION>",
+        max_new_tokens: int = 256,
+        num_beams: int = 3,
+        min_new_tokens: int | None = None,
+    ) -> str:
+        """``H×W×3`` float 0..1 RGB → caption text for ``task`` (``<CAPTION>``, ``<DETAILED_CAPTION>``, ...)."""
+        inputs = self.preprocess(rgb, task)
+        encoded = self.encode(inputs)
+        ids = self.decode(
+            encoded,
+            inputs["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            min_new_tokens=min_new_tokens,
+        )
+        return self.postprocess(ids, task, (rgb.shape[1], rgb.shape[0]))
+
+    def _model_check(self):
+        if self.model is None:
+            raise RuntimeError("Florence-2 model is closed")
+        return self.model
+
+    def close(self) -> None:
+        """Drop the model and processor and return their memory (GPU memory too)."""
+        on_cuda = self.device is not None and getattr(self.device, "type", "") == "cuda"
+        self.model = None
+        self.processor = None
+        gc.collect()
+        if on_cuda:
+            import torch
+
+            torch.cuda.empty_cache()

@@ -1,0 +1,181 @@
+"""Florence-2 engine on a tiny model built here: same captions as direct transformers calls, precision
+fall-back on the CPU, and clear errors for damaged, pickled or remote-code model folders."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cutout_guard.engines import florence2 as engine
+from cutout_guard.engines.florence2 import Florence2
+from cutout_guard.errors import BadInput, DeviceUnavailable, ModelCorrupt
+from cutout_guard.synthetic.florence2 import build_florence2
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_florence2(tmp_path_factory.mktemp("florence2") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny):
+    model = Florence2.load(tiny, precision="fp32", device="cpu")
+    yield model
+    model.close()
+
+
+def image(seed: int, height: int = 40, width: int = 56) -> np.ndarray:
+    return np.random.default_rng(seed).random((height, width, 3)).astype(np.float32)
+
+
+def direct_caption(folder, rgb, task, max_new_tokens, num_beams):
+    """The caption the transformers documentation's recipe gives: processor → generate → post-process."""
+    from PIL import Image
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = Florence2ForConditionalGeneration.from_pretrained(folder).eval()
+    pil = Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8))
+    inputs = processor(text=task, images=pil, return_tensors="pt")
+    ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+    text = processor.batch_decode(ids, skip_special_tokens=False)[0]
+    return processor.post_process_generation(text, task=task, image_size=pil.size)[task]
+
+
+@pytest.mark.parametrize(
+    "seed, task, num_beams",
+    [(0, "<CAPTION>", 3), (1, "<CAPTION>", 1), (2, "<DETAILED_CAPTION>", 3), (3, "<MORE_DETAILED_CAPTION>", 2)],
+)
+def test_caption_equals_direct_transformers(tiny, loaded, seed, task, num_beams):
+    rgb = image(seed)
+    got = loaded.caption(rgb, task=task, max_new_tokens=12, num_beams=num_beams)
+    assert got == direct_caption(tiny, rgb, task, 12, num_beams)
+    assert got.strip() and "<" not in got  # post-processed text, not raw tokens
+
+
+def test_different_images_give_different_captions_and_repeats_are_identical(loaded):
+    captions = [loaded.caption(image(seed), max_new_tokens=10) for seed in range(4)]
+    assert len(set(captions)) >= 3
+    assert loaded.caption(image(0), max_new_tokens=10) == captions[0]
+
+
+def test_stages_compose_to_caption(loaded):
+    rgb = image(5)
+    inputs = loaded.preprocess(rgb, "<CAPTION>")
+    assert inputs["pixel_values"].shape == (1, 3, 64, 64)
+    assert int((inputs["input_ids"] == loaded.model.config.image_token_id).sum()) == (64 // 32) ** 2 + 1
+    ids = loaded.decode(loaded.encode(inputs), inputs["attention_mask"], max_new_tokens=7, num_beams=1, min_new_tokens=7)
+    assert ids.shape[1] == 1 + 7  # decoder start token + exactly the fixed number of new tokens
+    assert loaded.postprocess(ids, "<CAPTION>", (56, 40)) == loaded.caption(rgb, max_new_tokens=7, num_beams=1, min_new_tokens=7)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_half_precision_on_cpu_runs_fp32_and_says_so(tiny, caplog, precision):
+    caplog.set_level(logging.INFO, logger="cutout_guard")
+    model = Florence2.load(tiny, precision=precision, device="cpu")
+    try:
+        assert model.dtype == torch.float32
+        assert {p.dtype for p in model.model.parameters()} == {torch.float32}
+        notes = [r for r in caplog.records if r.levelno == logging.WARNING and precision in r.getMessage()]
+        assert len(notes) == 1 and "fp32" in notes[0].getMessage() and "CPU" in notes[0].getMessage()
+        assert model.caption(image(0), max_new_tokens=6).strip()
+    finally:
+        model.close()
+
+
+def test_fp32_logs_no_fallback(tiny, caplog):
+    caplog.set_level(logging.INFO, logger="cutout_guard")
+    Florence2.load(tiny, precision="fp32", device="cpu").close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_torch_threads_follow_the_cpu_quota(tiny, monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(engine, "resolve_threads", lambda threads: 1)
+    try:
+        Florence2.load(tiny, device="cpu").close()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_bad_task_and_image(loaded):
+    with pytest.raises(BadInput, match="<DETAILED_CAPTION>"):
+        loaded.caption(image(0), task="<OD>")
+    with pytest.raises(BadInput, match="H×W×3"):
+        loaded.caption(np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(BadInput, match="precision"):
+        engine.resolve_dtype(torch, "int8", torch.device("cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_cuda_without_gpu_is_a_clear_error(tiny):
+    with pytest.raises(DeviceUnavailable, match="device cpu"):
+        Florence2.load(tiny, precision="fp16", device="cuda")
+
+
+def copy_of(tiny, tmp_path):
+    return shutil.copytree(tiny, tmp_path / "model")
+
+
+def test_truncated_weights_are_model_corrupt(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelCorrupt, match=r"truncated.*install\.py --models florence2"):
+        Florence2.load(folder)
+
+
+def test_garbage_weights_are_model_corrupt(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelCorrupt, match="model.safetensors"):
+        Florence2.load(folder)
+
+
+def test_pickle_weights_are_never_loaded(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(ModelCorrupt, match="pickle files are never loaded"):
+        Florence2.load(folder)
+
+
+def test_remote_code_layout_is_refused(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelCorrupt, match="florence-community/Florence-2-base"):
+        Florence2.load(folder)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "processor_config.json", "preprocessor_config.json", "config.json"])
+def test_missing_file_is_model_corrupt(tiny, tmp_path, name):
+    """Regression: without tokenizer.json transformers 5 silently built a 6-token tokenizer."""
+    folder = copy_of(tiny, tmp_path)
+    (folder / name).unlink()
+    with pytest.raises(ModelCorrupt, match=f"{name}.*install\\.py --models florence2"):
+        Florence2.load(folder)
+
+
+def test_tokenizer_of_another_model_is_model_corrupt(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["image_token_id"] = 7
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelCorrupt, match="<image> token"):
+        Florence2.load(folder)
+
+
+def test_close_frees_the_model(tiny):
+    model = Florence2.load(tiny)
+    model.close()
+    assert model.model is None and model.processor is None
+    with pytest.raises(RuntimeError, match="closed"):
+        model.encode_image(torch.zeros(1, 3, 64, 64))
