@@ -6,11 +6,13 @@ no ComfyUI module; those load when a node runs.
 
 from __future__ import annotations
 
-from . import ben2_nodes, llama_guard_nodes
+from . import ben2_nodes, florence2_nodes, llama_guard_nodes
 
 NODE_CLASS_MAPPINGS = {
     "CutoutGuardLoadBEN2": ben2_nodes.LoadBEN2,
     "CutoutGuardRemoveBackground": ben2_nodes.RemoveBackground,
+    "CutoutGuardLoadFlorence2": florence2_nodes.LoadFlorence2,
+    "CutoutGuardCaption": florence2_nodes.Caption,
     "CutoutGuardLoadLlamaGuard": llama_guard_nodes.LoadLlamaGuard,
     "CutoutGuardSafetyCheck": llama_guard_nodes.SafetyCheck,
 }
@@ -18,6 +20,8 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "CutoutGuardLoadBEN2": "Load BEN2",
     "CutoutGuardRemoveBackground": "Remove Background (BEN2)",
+    "CutoutGuardLoadFlorence2": "Load Florence-2",
+    "CutoutGuardCaption": "Caption (Florence-2)",
     "CutoutGuardLoadLlamaGuard": "Load Llama Guard",
     "CutoutGuardSafetyCheck": "Safety Check (Llama Guard)",
 }

@@ -1,0 +1,140 @@
+"""Node adapters for Florence-2: Load Florence-2 and Caption (Florence-2).
+
+Caption takes any IMAGE batch and gives one caption per image, as a ComfyUI list in batch order.
+Transparent (RGBA) images, such as a cutout from Remove Background, are composited on a plain
+background colour (white by default) before captioning: dropping the alpha channel would show the
+model the removed background again (a cutout keeps the original colours under alpha 0), and the
+caption should describe the subject that is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from . import host, imageops, tensors
+from .errors import BadInput
+from .handle import ModelHandle
+from .models import FLORENCE2
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "Cutout Guard"
+FLORENCE2_TYPE = "CUTOUT_GUARD_FLORENCE2"
+PRECISIONS = ["fp32", "fp16", "bf16"]
+DEVICES = ["default", "cpu", "cuda"]
+TASKS = ["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"]
+
+
+def frame_rgb(image, index: int, background: np.ndarray) -> np.ndarray:
+    """Image ``index`` as ``H×W×3`` float32; an RGBA frame is composited over ``background``."""
+    rgb = tensors.frame(image, index)
+    if image.shape[-1] != 4:
+        return rgb
+    alpha = np.clip(image[index, ..., 3].detach().to("cpu").float().numpy(), 0.0, 1.0)
+    return imageops.cutout(rgb, alpha, color=background)
+
+
+class LoadFlorence2:
+    """Loads a Florence-2 model (transformers, safetensors) on the CPU or a GPU."""
+
+    DESCRIPTION = (
+        "Loads a Florence-2 captioning model. Florence-2-base (467 MB) and Florence-2-large (1.56 GB) "
+        "download from florence-community on first use."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (FLORENCE2_TYPE,)
+    RETURN_NAMES = ("florence2",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (
+                    host.model_choices(FLORENCE2),
+                    {
+                        "default": FLORENCE2.defaults[0].name,
+                        "tooltip": "A model folder in models/florence2. Florence-2-base and Florence-2-large download when missing.",
+                    },
+                ),
+                "precision": (
+                    PRECISIONS,
+                    {
+                        "default": "fp32",
+                        "tooltip": "fp32 for the CPU; fp16 (or bf16) on a GPU: half the memory, faster. On the CPU fp16/bf16 run as fp32.",
+                    },
+                ),
+            },
+            "optional": {
+                "device": (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
+                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+            },
+        }
+
+    def load(self, model, precision, device="default", keep_loaded=True):
+        from .engines.florence2 import Florence2
+
+        path = host.model_path(FLORENCE2.kind, model)
+        torch_device = str(host.torch_device()) if device == "default" else device
+        handle = ModelHandle(
+            f"Florence-2 {model} ({precision} on {torch_device})",
+            lambda: Florence2.load(path, precision=precision, device=torch_device),
+            keep_loaded=keep_loaded,
+        )
+        handle.get()  # load now, so a bad folder, precision or device is reported on this node
+        handle.done()
+        return (handle,)
+
+
+class Caption:
+    """Captions each image of a batch with Florence-2: N images give N captions, in order."""
+
+    DESCRIPTION = (
+        "Describes each image with Florence-2. A batch of N images gives a list of N captions in the same "
+        "order. Transparent images (a cutout) are captioned on the background colour."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("caption",)
+    OUTPUT_IS_LIST = (True,)
+    OUTPUT_TOOLTIPS = ("One caption per input image, as a list in batch order (the history also shows them as text).",)
+    OUTPUT_NODE = True
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "florence2": (FLORENCE2_TYPE, {"tooltip": "From Load Florence-2."}),
+                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'background' first."}),
+                "task": (TASKS, {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
+                "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 4096, "tooltip": "Longest caption in tokens (1-4096); a caption that reaches it is cut off."}),
+                "num_beams": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Beam search width (1 = greedy, fastest). Decoding is deterministic: the same image gives the same caption."}),
+            },
+            "optional": {
+                "background": ("STRING", {"default": "#FFFFFF", "tooltip": "Colour (#RRGGBB) behind transparent pixels of RGBA images; ignored for RGB images."}),
+            },
+        }
+
+    def run(self, florence2, image, task, max_new_tokens, num_beams, background="#FFFFFF"):
+        count = tensors.batch_size(image)
+        try:
+            fill = imageops.parse_color(background)
+        except BadInput:
+            raise BadInput(
+                f"background {background!r} is not a colour like #FFFFFF — fix the 'background' input of Caption (Florence-2)"
+            ) from None
+        model = florence2.get()
+        progress = host.Progress(count)
+        captions: list[str] = []
+        try:
+            for index in range(count):
+                host.check_interrupt()
+                rgb = frame_rgb(image, index, fill)
+                captions.append(model.caption(rgb, task=task, max_new_tokens=max_new_tokens, num_beams=num_beams))
+                progress.step()
+        finally:
+            florence2.done()
+        return {"ui": {"text": captions}, "result": (captions,)}
