@@ -611,7 +611,11 @@ def test_submit_command(gateway, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out" / "cat_cutout.png"
     out.parent.mkdir()
     assert submit_main([str(image), "--tier", "paid", "--urgent", "--policy", str(path), "--out", str(out), "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    try:
+        printed = json.loads(captured.out)
+    except ValueError:
+        pytest.fail(f"--json printed more than JSON: {captured.out!r}; stderr: {captured.err!r}")
     assert printed["endpoint"] == "gpu" and printed["route"][0].startswith("rule 'urgent'")
     assert read_png(out) == json.loads(out.with_suffix(".json").read_text())
     assert printed["caption"] == read_png(out)["caption"]

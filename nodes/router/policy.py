@@ -9,7 +9,10 @@ does the network calls. Order of evaluation:
 2. Overflow: if the chosen endpoint has ``max_queue`` and its ``/health`` ``jobs.inQueue`` is over
    it, and the other endpoint's queue is within its own limit (or it has none), use the other.
 
-Endpoint ids and the API key come from the environment (``id_env``, ``api_key_env``).
+Endpoint ids and the API key come from the environment (``id_env``, ``api_key_env``). What a
+file leaves out comes from ``DEFAULT_POLICY``; an ``[endpoints.*]`` table the file writes replaces
+the built-in one (its optional keys ``max_queue``, ``price_per_second``, ``id``, ``url``,
+``image_node`` are off unless set), and ``rules`` the file writes replace the built-in rules.
 """
 
 from __future__ import annotations
