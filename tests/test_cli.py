@@ -308,3 +308,15 @@ def test_console_script_and_module_entry():
         assert command in done.stdout
     done = subprocess.run([sys.executable, "-m", "cutout_guard", "run", "--help"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0 and "--n-gpu-layers" in done.stdout and "--unsafe-action" in done.stdout
+
+
+def test_submit_and_bench_are_handed_their_arguments(monkeypatch):
+    router_cli = pytest.importorskip("cutout_guard.router.cli")
+    from cutout_guard import bench
+
+    seen = []
+    monkeypatch.setattr(router_cli, "submit_main", lambda argv: seen.append(("submit", argv)) or 7)
+    monkeypatch.setattr(bench, "main", lambda argv: seen.append(("bench", argv)) or 0)
+    assert cli.main(["submit", "x.jpg", "--tier", "free"]) == 7
+    assert cli.main(["-v", "bench", "--guard", "8b"]) == 0
+    assert seen == [("submit", ["x.jpg", "--tier", "free"]), ("bench", ["--guard", "8b"])]
