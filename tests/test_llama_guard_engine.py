@@ -16,7 +16,7 @@ from cutout_guard import cpu  # noqa: E402
 from cutout_guard.engines import llama_guard as engine  # noqa: E402
 from cutout_guard.engines.llama_guard import LlamaGuard  # noqa: E402
 from cutout_guard.engines.llama_guard_prompt import ANSWER_HEADER, tokenize_body, tokenize_prompt  # noqa: E402
-from cutout_guard.errors import BadInput, DeviceUnavailable, MissingDependency  # noqa: E402
+from cutout_guard.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt  # noqa: E402
 
 SPECIAL_FROM = 128000  # Llama 3 special-token ids (the synthetic vocabulary keeps them there)
 KITTEN = "A photo of a kitten on a sofa."
@@ -290,3 +290,19 @@ def test_synthetic_vocabulary_splits_the_prompt_like_llama_3(trigger):
     pieces = [trigger.llm.detokenize([t], special=True).decode() for t in trigger.prefix_tokens]
     assert pieces[-8:] == ["<B", "EGIN", " CON", "VERS", "ATION", ">\n\n", "User", ":"]
     assert "".join(pieces) == trigger.template.prefix()
+
+
+def test_a_damaged_file_is_reported_as_such(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(model("trigger").read_bytes()[:4096])
+    with pytest.raises(ModelCorrupt, match="could not load"):
+        LlamaGuard.load(broken)
+
+
+def test_a_model_without_llama_3_tokens_is_refused(tmp_path, monkeypatch):
+    from cutout_guard.synthetic import llama_guard as synthetic
+
+    monkeypatch.setitem(synthetic.SPECIAL_NAMES, 128009, "<|not_eot|>")
+    other = synthetic.build_llama_guard(tmp_path / "other.gguf", weights="trigger")
+    with pytest.raises(ModelCorrupt, match="not a Llama Guard 3 model"):
+        LlamaGuard.load(other)

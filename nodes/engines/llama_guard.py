@@ -155,6 +155,11 @@ class LlamaGuard:
         self._is_eog = llama_cpp.llama_vocab_is_eog
         self._logits_ith = llama_cpp.llama_get_logits_ith
         self.n_vocab = llm.n_vocab()
+        if len(self.tokenize("<|eot_id|>", True)) != 1:
+            raise ModelCorrupt(
+                f"Llama Guard: {path} has no Llama 3 <|eot_id|> token, so it is not a Llama Guard 3 model — "
+                "choose a Llama Guard 3 GGUF (for example the default Llama-Guard-3-8B.Q4_K_M.gguf)"
+            )
         self.safe_token = self._first_token("safe")
         self.unsafe_token = self._first_token("unsafe")
         if self.safe_token == self.unsafe_token:
@@ -205,7 +210,11 @@ class LlamaGuard:
         metadata = dict(getattr(llm, "metadata", {}) or {})
         template = template_for(metadata, path.name)
         log.info("Loaded Llama Guard %s (%s, %d threads, n_gpu_layers=%d)", path.name, template.name, n_threads, n_gpu_layers)
-        guard = cls(llm, path, template, n_gpu_layers)
+        try:
+            guard = cls(llm, path, template, n_gpu_layers)
+        except Exception:
+            llm.close()
+            raise
         try:
             with guard._lock:
                 guard.evaluate_prefix()
