@@ -6,7 +6,7 @@ no ComfyUI module; those load when a node runs.
 
 from __future__ import annotations
 
-from . import ben2_nodes, florence2_nodes, llama_guard_nodes
+from . import ben2_nodes, florence2_nodes, llama_guard_nodes, report_nodes
 
 NODE_CLASS_MAPPINGS = {
     "CutoutGuardLoadBEN2": ben2_nodes.LoadBEN2,
@@ -15,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "CutoutGuardCaption": florence2_nodes.Caption,
     "CutoutGuardLoadLlamaGuard": llama_guard_nodes.LoadLlamaGuard,
     "CutoutGuardSafetyCheck": llama_guard_nodes.SafetyCheck,
+    "CutoutGuardSaveReport": report_nodes.SaveReport,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -24,6 +25,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "CutoutGuardCaption": "Caption (Florence-2)",
     "CutoutGuardLoadLlamaGuard": "Load Llama Guard",
     "CutoutGuardSafetyCheck": "Safety Check (Llama Guard)",
+    "CutoutGuardSaveReport": "Save Cutout Report",
 }
+
+WEB_DIRECTORY = "./web"  # shows each saved image's verdict and caption on the Save Cutout Report node
 
 __version__ = "0.1.0"

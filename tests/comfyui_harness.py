@@ -1,7 +1,8 @@
 """Start a real ComfyUI (``--cpu``) with this pack installed, and drive it over its HTTP API.
 
 Needs ``COMFYUI_DIR`` (a ComfyUI checkout); ``COMFYUI_PYTHON`` names the Python that runs it
-(default: the current one). ComfyUI gets a temporary ``--base-directory`` whose
+(default: the current one); ``COMFYUI_FRONTEND_ROOT`` optionally serves another frontend build
+(e.g. the one a given ComfyUI release pinned). ComfyUI gets a temporary ``--base-directory`` whose
 ``custom_nodes/cutout-guard`` links to this repository, so the checkout is never modified, and an
 ``extra_model_paths.yaml`` mapping the pack's model folders to ``models_root`` (where tests put
 the tiny models they build).
@@ -58,6 +59,8 @@ class ComfyUI:
             "--base-directory", str(base), "--extra-model-paths-config", str(config),
             "--disable-auto-launch", "--dont-print-server",
         ]
+        if os.environ.get("COMFYUI_FRONTEND_ROOT"):
+            command += ["--front-end-root", os.environ["COMFYUI_FRONTEND_ROOT"]]
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, cwd=self.comfy_dir, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_ready(start_timeout)
