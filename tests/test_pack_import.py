@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+NODE_IDS = {  # fixed once shipped: a changed contract gets a new (V2) id
+    "CutoutGuardLoadBEN2", "CutoutGuardRemoveBackground", "CutoutGuardLoadFlorence2", "CutoutGuardCaption",
+    "CutoutGuardLoadLlamaGuard", "CutoutGuardSafetyCheck", "CutoutGuardSaveReport",
+}
 
 LOAD_AS_COMFYUI_DOES = f"""
 import importlib.util, json, sys
@@ -30,7 +34,7 @@ def load_pack():
 
 def test_pack_imports_without_comfyui_or_runtimes():
     loaded = load_pack()
-    assert {"CutoutGuardLoadBEN2", "CutoutGuardRemoveBackground"} <= set(loaded["nodes"])
+    assert set(loaded["nodes"]) == NODE_IDS
     assert loaded["heavy"] == [], f"importing the pack (and listing its inputs) pulled in {loaded['heavy']}"
 
 
