@@ -8,6 +8,7 @@ never leaves a half-written model under the real name. ``HF_ENDPOINT`` (read at 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -116,6 +117,9 @@ def download(
     try:
         hashes: dict[str, str] = {}
         tqdm_class = _progress_class(progress, total)
+        # huggingface_hub 0.x (which transformers 4.x pins) has no tqdm_class here: report per file
+        options = {"tqdm_class": tqdm_class} if tqdm_class and _accepts(hub.hf_hub_download, "tqdm_class") else {}
+        done = 0
         for remote in default.files:
             meta = metas[remote.filename]
             try:
@@ -126,12 +130,15 @@ def download(
                     local_dir=staging,
                     token=token,
                     endpoint=endpoint,
-                    tqdm_class=tqdm_class,
+                    **options,
                 )
             except Exception as exc:  # broken transfers surface as the HTTP client's own errors
                 raise failed(f"download of {remote.filename} failed: {type(exc).__name__}: {exc}") from None
             local = Path(local)
             size = local.stat().st_size
+            done += size
+            if progress is not None and not options:
+                progress(done, total)
             digest = sha256_of(local)
             expected = [v for v in (remote.sha256, _etag_sha256(meta.etag)) if v]
             if (remote.size is not None and size != remote.size) or (meta.size is not None and size != meta.size):
@@ -160,6 +167,13 @@ def download(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _accepts(function, name: str) -> bool:
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _etag_sha256(etag: str | None) -> str | None:

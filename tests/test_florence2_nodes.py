@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from cutout_guard import NODE_CLASS_MAPPINGS, florence2_nodes, host, models
+from cutout_guard.download import obtain
 from cutout_guard.errors import BadInput, ModelCorrupt, ModelMissing
 from cutout_guard.models import FLORENCE2, RemoteFile, lock_path
 from cutout_guard.synthetic.florence2 import build_florence2
@@ -245,3 +246,22 @@ def test_damaged_download_is_caught_on_the_next_load(hub, models_dir, tiny_sourc
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ModelCorrupt, match="model.safetensors"):
         load("Florence-2-large")
+
+
+def test_download_works_with_huggingface_hub_0x(hub, models_dir, tiny_source, monkeypatch):
+    """Regression: hf_hub_download of huggingface_hub 0.x (pinned by transformers 4.x) has no tqdm_class."""
+    import huggingface_hub
+
+    real = huggingface_hub.hf_hub_download
+
+    def old_hf_hub_download(repo_id, filename, *, revision=None, local_dir=None, token=None, endpoint=None):
+        return real(repo_id, filename, revision=revision, local_dir=local_dir, token=token, endpoint=endpoint)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", old_hf_hub_download)
+    serve(hub, tiny_source, "florence-community/Florence-2-base")
+    monkeypatch.setitem(models.KINDS, "florence2", unpinned(FLORENCE2))
+    seen = []
+    path = obtain(models.KINDS["florence2"], "Florence-2-base", [models_dir / "florence2"], progress=lambda d, t: seen.append((d, t)))
+    assert (path / "model.safetensors").read_bytes() == (tiny_source / "model.safetensors").read_bytes()
+    total = sum(p.stat().st_size for p in tiny_source.iterdir())
+    assert len(seen) == 7 and seen[-1] == (total, total)  # progress once per file
