@@ -118,8 +118,11 @@ def test_cuda_silent_fallback_is_an_error(model_paths, monkeypatch):
         onnxruntime, "InferenceSession",
         lambda path, sess_options=None, providers=None: real_session(path, sess_options=sess_options, providers=["CPUExecutionProvider"]),
     )
+    preloaded = []
+    monkeypatch.setattr(onnxruntime, "preload_dlls", lambda: preloaded.append(True), raising=False)
     with pytest.raises(DeviceUnavailable, match="fell back to the CPU"):
         Ben2.load(model_paths["float32"], provider="CUDA")
+    assert preloaded == [True]  # pip-installed CUDA libraries were offered before the session was made
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])

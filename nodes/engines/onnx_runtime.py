@@ -38,6 +38,21 @@ def session_options(ort, threads: int | None, *, mem_arena: bool, mem_pattern: b
     return options
 
 
+def _preload_cuda_libraries(ort) -> None:
+    """Load the CUDA/cuDNN libraries pip installed (nvidia-* packages) before the session needs them.
+
+    Without a prior ``import torch`` of a matching CUDA build, onnxruntime-gpu may not find them and
+    silently falls back to the CPU. Missing libraries are reported by the fall-back check below.
+    """
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime >= 1.21
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # best effort: the provider check says what is wrong
+        log.debug("onnxruntime.preload_dlls failed: %s", exc)
+
+
 def create_session(
     path: Path,
     *,
@@ -64,6 +79,8 @@ def create_session(
             "(`python install.py` does this on a machine with an NVIDIA GPU), or use the CPU workflow "
             "(provider CPU)"
         )
+    if provider == "CUDA":
+        _preload_cuda_libraries(ort)
     providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
     options = session_options(ort, threads, mem_arena=mem_arena, mem_pattern=mem_pattern)
     try:
