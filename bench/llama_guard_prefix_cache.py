@@ -77,7 +77,14 @@ def main(argv=None) -> int:
     guard.evaluate_prefix()
     cached_logits, _ = guard.prompt_logits(caption)
     logit_gap = float(abs(full_logits - cached_logits).max())
+    prefix_length = len(guard.prefix_tokens)
     guard.close()
+    # Control: the whole prompt again without the cache, but in two batches split where the prefix
+    # ends (what the cached path does). llama.cpp's results depend slightly on batch boundaries.
+    split = LlamaGuard.load(path, threads=args.threads, n_batch=prefix_length)
+    split_logits, _ = split.prompt_logits(caption, reuse_prefix=False)
+    split.close()
+    split_gap = float(abs(split_logits - cached_logits).max())
 
     cached, uncached = statistics.median(cached_times), statistics.median(uncached_times)
     ratio = cached / uncached
@@ -98,9 +105,12 @@ def main(argv=None) -> int:
     print(f"  p_unsafe cached {cached_p[-1]:.6f}, uncached {uncached_p[-1]:.6f}, max |difference| {worst:.2e}; "
           f"max |logit difference| {logit_gap:.2e}; verdicts "
           f"{'equal' if cached_verdict.safe == uncached_verdict.safe and cached_verdict.answer == uncached_verdict.answer else 'DIFFER'}")
+    print(f"  control: uncached prompt in batches of {prefix_length} + rest vs cached: max |logit difference| "
+          f"{split_gap:.2e} (so the gap above comes from batch boundaries, not from the reused state)"
+          if split_gap == 0 else f"  control: uncached prompt split at the prefix vs cached: max |logit difference| {split_gap:.2e}")
     floor = cached_verdict.prompt_tokens / uncached_verdict.prompt_tokens
     print(f"  token floor: a cached check evaluates {100 * floor:.1f} % of the uncached check's prompt tokens")
-    same = worst <= 1e-3 and cached_verdict.answer == uncached_verdict.answer
+    same = split_gap <= 1e-3 and worst <= 1e-3 and cached_verdict.answer == uncached_verdict.answer
     return 0 if same else 1
 
 

@@ -174,6 +174,22 @@ def test_cached_and_uncached_give_the_same_probabilities(tiny):
         assert cached.answer == uncached.answer and cached.safe == uncached.safe
 
 
+def test_cached_check_is_bit_identical_to_the_same_split_without_cache():
+    """With batches split where the prefix ends, reusing the prefix state changes nothing at all."""
+    probe = LlamaGuard.load(model("tiny"), threads=1)
+    prefix_length = len(probe.prefix_tokens)
+    probe.close()
+    guard = LlamaGuard.load(model("tiny"), threads=1, n_batch=prefix_length)
+    try:
+        for caption in (KITTEN, GRENADE):
+            cached, _ = guard.prompt_logits(caption)
+            uncached, _ = guard.prompt_logits(caption, reuse_prefix=False)
+            guard.evaluate_prefix()
+            np.testing.assert_array_equal(cached, uncached)
+    finally:
+        guard.close()
+
+
 def test_tokens_evaluated_per_check():
     guard = LlamaGuard.load(model("tiny"), threads=1)
     try:
