@@ -309,6 +309,27 @@ def child_repack(config: dict) -> dict:
     }
 
 
+def child_repack_speed(config: dict) -> dict:
+    """One process, two loads of the same GGUF (repacking on, off); checks alternate, so machine load hits both alike."""
+    from .pipeline import _load_llama_guard, devices_for
+
+    guards = {}
+    for flag in (True, False):
+        with llama_repack(flag):
+            guards[flag] = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for index in range(config["warmup"] + config["runs"]):
+        for flag, guard in guards.items():
+            start = time.perf_counter()
+            guard.check(CHECK_TEXT)
+            if index >= config["warmup"]:
+                times[flag].append(time.perf_counter() - start)
+    for guard in guards.values():
+        guard.close()
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return {"on_median_s": on, "off_median_s": off, "off_over_on": off / on, "on_runs_s": times[True], "off_runs_s": times[False]}
+
+
 def _threads() -> int:
     from .cpu import resolve_threads
 
@@ -409,6 +430,12 @@ def format_table(doc: dict) -> str:
                 f"| {'on' if r['repack'] else 'off'} | {r['load_s']:.1f} | {r['load_peak_rss_mib'] / 1024:.2f} | "
                 f"{after['rss'] / 1024:.2f} ({after['anon'] / 1024:.2f} + {after['file'] / 1024:.2f}) | {r['check_median_s']:.2f} |"
             )
+    if doc.get("repack_speed"):
+        speed = doc["repack_speed"]
+        lines.append(
+            f"Same process, checks alternating: repack on {speed['on_median_s']:.2f} s, off {speed['off_median_s']:.2f} s "
+            f"(off/on {speed['off_over_on']:.2f}, median of {len(speed['on_runs_s'])})"
+        )
     return "\n".join(lines)
 
 
@@ -488,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             run_child("repack", {"path": paths["llama_guard"], "repack": flag, "runs": args.runs, "warmup": args.warmup, "threads": args.threads})
             for flag in (True, False)
         ]
+        doc["repack_speed"] = run_child("repack_speed", {"path": paths["llama_guard"], "runs": max(args.runs, 5), "warmup": args.warmup, "threads": args.threads})
     print(json.dumps(doc, indent=2) if args.json else format_table(doc))
     return 0
 
@@ -495,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
 def _child_main(kind: str, config_json: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = json.loads(config_json)
-    result = child_pipeline(config) if kind == "pipeline" else child_repack(config)
+    result = {"pipeline": child_pipeline, "repack": child_repack, "repack_speed": child_repack_speed}[kind](config)
     print(json.dumps(result))
     return 0
 

@@ -109,6 +109,9 @@ def test_repack_child_loads_with_either_setting(tiny):
     for flag in (True, False):
         result = bench.child_repack({"path": tiny["llama_guard"], "repack": flag, "runs": 1, "warmup": 0, "threads": 1})
         assert result["repack"] is flag and result["check_median_s"] > 0 and result["load_peak_rss_mib"] > 0
+    speed = bench.child_repack_speed({"path": tiny["llama_guard"], "runs": 2, "warmup": 0, "threads": 1})
+    assert len(speed["on_runs_s"]) == len(speed["off_runs_s"]) == 2
+    assert speed["off_over_on"] == pytest.approx(speed["off_median_s"] / speed["on_median_s"])
 
 
 def test_bench_is_reachable_from_the_command_line():
