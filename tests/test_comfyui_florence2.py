@@ -62,3 +62,30 @@ def test_caption_prompt_reaches_the_history(comfyui, tiny_model, tmp_path):
     assert both == one + two  # a batch gives one caption per image, in order
     assert one != two
     assert "running in fp32 instead" in comfyui.log()
+
+
+def wait_for_log(comfyui, text, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in comfyui.log():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def test_free_memory_request_releases_the_model(comfyui, tiny_model, tmp_path):
+    """The model lives in the loader's output: ComfyUI's "free memory" drops it (no cache of our own)."""
+    name = upload(comfyui, tmp_path, 2, "third.png")
+    prompt = caption_prompt(tiny_model, [name], precision="bf16")  # its own loader inputs: a fresh handle
+    comfyui.run(prompt)
+    released = f"Released Florence-2 {tiny_model} (bf16 on cpu)"
+    assert released not in comfyui.log()  # keep_loaded on: still loaded after the run
+    comfyui.free_memory()
+    assert wait_for_log(comfyui, released), comfyui.log()[-3000:]
+    prompt["10"]["inputs"]["keep_loaded"] = False
+    prompt["20"]["inputs"]["max_new_tokens"] = 11  # not a cached result: the caption runs again
+    before = comfyui.log().count(released)
+    comfyui.run(prompt)
+    assert wait_for_log(comfyui, released) and comfyui.log().count(released) >= before + 2  # after load and after the run
