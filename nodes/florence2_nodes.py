@@ -10,6 +10,7 @@ caption should describe the subject that is kept.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -83,7 +84,8 @@ class LoadFlorence2:
             lambda: Florence2.load(path, precision=precision, device=torch_device),
             keep_loaded=keep_loaded,
         )
-        handle.get()  # load now, so a bad folder, precision or device is reported on this node
+        loaded = handle.get()  # load now, so a bad folder, precision or device is reported on this node
+        handle.info = {"model": model, "precision": loaded.running_precision, "device": str(loaded.device)}
         handle.done()
         return (handle,)
 
@@ -129,12 +131,15 @@ class Caption:
         model = florence2.get()
         progress = host.Progress(count)
         captions: list[str] = []
+        seconds: list[float] = []
         try:
             for index in range(count):
                 host.check_interrupt()
+                start = time.perf_counter()
                 rgb = frame_rgb(image, index, fill)
                 captions.append(model.caption(rgb, task=task, max_new_tokens=max_new_tokens, num_beams=num_beams))
+                seconds.append(time.perf_counter() - start)
                 progress.step()
         finally:
-            florence2.done()
+            florence2.done(seconds, task=task)
         return {"ui": {"text": captions}, "result": (captions,)}

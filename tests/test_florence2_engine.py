@@ -79,7 +79,7 @@ def test_half_precision_on_cpu_runs_fp32_and_says_so(tiny, caplog, precision):
     caplog.set_level(logging.INFO, logger="cutout_guard")
     model = Florence2.load(tiny, precision=precision, device="cpu")
     try:
-        assert model.dtype == torch.float32
+        assert model.dtype == torch.float32 and model.precision == precision and model.running_precision == "fp32"
         assert {p.dtype for p in model.model.parameters()} == {torch.float32}
         notes = [r for r in caplog.records if r.levelno == logging.WARNING and precision in r.getMessage()]
         assert len(notes) == 1 and "fp32" in notes[0].getMessage() and "CPU" in notes[0].getMessage()
@@ -111,6 +111,13 @@ def test_bad_task_and_image(loaded):
         loaded.caption(np.zeros((8, 8, 4), np.float32))
     with pytest.raises(BadInput, match="precision"):
         engine.resolve_dtype(torch, "int8", torch.device("cpu"))
+
+
+def test_running_precision_names():
+    def named(dtype):
+        return Florence2(None, None, None, torch.device("cpu"), dtype, "fp32").running_precision
+
+    assert [named(d) for d in (torch.float32, torch.float16, torch.bfloat16)] == ["fp32", "fp16", "bf16"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -84,6 +84,10 @@ def test_n_images_give_n_captions_in_order(tiny):
     assert captions == expected
     assert len(set(expected)) >= 2  # the order is observable
     assert result["ui"]["text"] == captions
+    handle = load()
+    caption(handle, images, task="<DETAILED_CAPTION>")
+    assert handle.info == {"model": "tiny", "precision": "fp32", "device": "cpu"}  # what the report records
+    assert handle.last_run["task"] == "<DETAILED_CAPTION>" and len(handle.last_run["seconds"]) == 3
     reversed_captions = caption(load(), images.flip(0))["result"][0]
     assert reversed_captions == expected[::-1]
 
@@ -171,7 +175,7 @@ def test_keep_loaded_switch(tiny):
 def test_fp16_on_cpu_node_runs_fp32_with_one_log_line(tiny, caplog):
     caplog.set_level(logging.INFO, logger="cutout_guard")
     handle = load(precision="fp16", device="cpu")
-    assert handle.get().dtype == torch.float32
+    assert handle.get().dtype == torch.float32 and handle.info["precision"] == "fp32"  # what ran, not what was asked
     assert len([r for r in caplog.records if "fp16" in r.getMessage() and "fp32" in r.getMessage()]) == 1
     assert caption(handle, batch(0))["result"][0] == caption(load(), batch(0))["result"][0]
 

@@ -222,6 +222,12 @@ class Florence2:
         )
         return cls(model=model, processor=processor, path=path, device=torch_device, dtype=dtype, precision=precision)
 
+    @property
+    def running_precision(self) -> str:
+        """The precision that runs: ``precision`` as asked, or ``fp32`` where the device lacks it."""
+        names = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
+        return names.get(str(self.dtype), str(self.dtype))
+
     # -- stages ---------------------------------------------------------------------------
 
     def preprocess(self, rgb: np.ndarray, task: str = "<CAPTION>") -> dict:
