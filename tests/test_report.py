@@ -109,3 +109,16 @@ def test_count_mismatch_is_a_clear_error(output_dir):
 def test_empty_batch_is_a_clear_error(output_dir):
     with pytest.raises(BadInput, match="empty"):
         SaveReport().save([torch.zeros(0, 8, 8, 3)], ["x"], ["keep"])
+
+
+def test_readme_client_reads_the_report():
+    """The README's example client (Pillow only) reads what the save node writes."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def read_report" in b)
+    namespace: dict = {}
+    exec(block.split("# from ComfyUI")[0], namespace)  # the imports and read_report, not the network calls
+    data = report.make_report(caption="a vase", safe=False, p_unsafe=0.7, categories=[{"code": "S1", "name": "Violent Crimes"}], threshold=0.5, unsafe_action="blur")
+    assert namespace["read_report"](report.encode_png(np.zeros((4, 4, 4), np.float32), data)) == data
