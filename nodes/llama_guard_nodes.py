@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from . import host
 from .errors import BadInput
@@ -85,9 +86,8 @@ class LoadLlamaGuard:
             f"Llama Guard {model} ({device})",
             lambda: LlamaGuard.load(path, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx, threads=threads),
             keep_loaded=keep_loaded,
+            info={"model": model, "n_gpu_layers": n_gpu_layers},
         )
-        handle.name = model
-        handle.n_gpu_layers = n_gpu_layers
         handle.get()  # load now, so a bad file or device is reported on this node
         handle.done()
         return (handle,)
@@ -164,18 +164,21 @@ class SafetyCheck:
         thresholds = _per_item(threshold, count, "threshold")
         model = handle.get()
         progress = host.Progress(count)
-        safe_out, categories_out, p_out, reports = [], [], [], []
+        safe_out, categories_out, p_out, reports, seconds = [], [], [], [], []
         try:
             for index, (item, policy, limit) in enumerate(zip(texts, policies, thresholds)):
                 host.check_interrupt()
+                start = time.perf_counter()
                 verdict = model.check(str(item), categories=policy, threshold=float(limit))
+                seconds.append(time.perf_counter() - start)
                 hazards = model.template.hazards
                 report = {
                     "index": index,
                     "text": item,
                     **verdict.to_dict(hazards),
-                    "model": getattr(handle, "name", str(model.path.name)),
-                    "n_gpu_layers": getattr(handle, "n_gpu_layers", model.n_gpu_layers),
+                    "model": handle.info.get("model", model.path.name),
+                    "n_gpu_layers": handle.info.get("n_gpu_layers", model.n_gpu_layers),
+                    "seconds": round(seconds[-1], 4),
                 }
                 safe_out.append(bool(verdict.safe))
                 categories_out.append(category_text(verdict, hazards))
@@ -185,5 +188,5 @@ class SafetyCheck:
                          verdict.p_unsafe, verdict.reason)
                 progress.step()
         finally:
-            handle.done()
+            handle.done(seconds)
         return {"ui": {"text": reports}, "result": (safe_out, categories_out, p_out, reports)}

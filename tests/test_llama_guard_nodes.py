@@ -124,3 +124,13 @@ def test_offline_without_the_file_names_path_and_fix(models_dir, monkeypatch):
     message = str(info.value)
     assert str(models_dir / "LLM") in message and "QuantFactory/Llama-Guard-3-8B-GGUF" in message
     assert "--models llama_guard" in message
+
+
+def test_run_records_model_device_and_seconds_for_the_report(trigger_file):
+    handle = load(n_gpu_layers=0)
+    *_, reports = check(handle, [KITTEN, GRENADE])
+    assert handle.info == {"model": "trigger.gguf", "n_gpu_layers": 0}
+    assert len(handle.last_run["seconds"]) == 2 and all(s > 0 for s in handle.last_run["seconds"])
+    for text in reports:
+        data = json.loads(text)
+        assert data["model"] == "trigger.gguf" and data["n_gpu_layers"] == 0 and data["seconds"] > 0
