@@ -278,11 +278,22 @@ class Florence2:
 
         if max_new_tokens < 1 or num_beams < 1:
             raise BadInput(f"max_new_tokens and num_beams must be at least 1, got {max_new_tokens} and {num_beams}")
+        limit = self.max_new_tokens_limit
+        if limit is not None and max_new_tokens > limit:
+            log.warning("Florence-2: max_new_tokens %d is more than the model's decoder can place; using %d", max_new_tokens, limit)
+            max_new_tokens = limit
         options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False, "use_cache": True}
         if min_new_tokens:
-            options["min_new_tokens"] = min_new_tokens
+            options["min_new_tokens"] = min(min_new_tokens, max_new_tokens)
         with torch.inference_mode():
             return self._model_check().generate(encoder_outputs=encoded, attention_mask=attention_mask, **options)
+
+    @property
+    def max_new_tokens_limit(self) -> int | None:
+        """Longest answer the decoder's learned positions allow (the start token takes one)."""
+        config = self._model_check().config
+        positions = getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+        return positions - 1 if positions else None
 
     def postprocess(self, token_ids, task: str, image_size: tuple[int, int]) -> str:
         """Generated ids → the caption for ``task`` (``image_size`` is width, height)."""
