@@ -236,6 +236,7 @@ def child_pipeline(config: dict) -> dict:
                 seconds = time.perf_counter() - start
             loads[name] = {"seconds": seconds, "peak_mib": window["peak_mib"], "rss_after_mib": rss_breakdown()}
     pipe = Pipeline(engines["ben2"], engines["florence2"], engines["llama_guard"], paths=paths, devices=devices, load_seconds={k: v["seconds"] for k, v in loads.items()})
+    pipe.trim_memory = config.get("trim", True)
     tokens = config["caption_tokens"]
     caption_options = CaptionOptions(task="<CAPTION>", max_new_tokens=tokens, min_new_tokens=tokens, num_beams=config["num_beams"])
     image = bench_image()
@@ -471,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = the CPUs this process may use")
     parser.add_argument("--no-repack", action="store_true", help="load Llama Guard with llama.cpp's weight repacking off")
     parser.add_argument("--repack", action="store_true", help="also measure llama.cpp's Q4_K repacking on and off")
+    parser.add_argument("--no-trim", action="store_true", help="keep freed heap memory between stages (no malloc_trim)")
     parser.add_argument("--price", action="append", default=[], metavar="NAME=USD", help="price per second; cpu* names use the CPU time (repeatable)")
     parser.add_argument("--cache", default=os.environ.get("CUTOUT_GUARD_BENCH_CACHE", str(Path.home() / ".cache" / "cutout-guard-bench")), help="where built models are kept (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the tables")
@@ -497,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         config = {
             "device": device, "paths": paths, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
             "caption_tokens": args.caption_tokens, "num_beams": args.num_beams, "repack": False if args.no_repack else None,
+            "trim": not args.no_trim,
         }
         results[device] = run_child("pipeline", config)
     doc = {
@@ -504,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": paths,
         "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": "real file" if args.ben2 else "BEN2-cost graph"},
         "settings": {"runs": args.runs, "warmup": args.warmup, "caption_tokens": args.caption_tokens, "num_beams": args.num_beams,
-                     "repack": not args.no_repack, "check_text": CHECK_TEXT},
+                     "repack": not args.no_repack, "trim": not args.no_trim, "check_text": CHECK_TEXT},
         "results": results,
         "skipped": skipped,
         "costs": [],

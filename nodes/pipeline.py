@@ -12,6 +12,8 @@ Every call into an engine's API lives in the ``_load_*`` functions and :meth:`Pi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from dataclasses import dataclass, field
@@ -117,6 +119,26 @@ def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: 
     return LlamaGuard.load(path, n_gpu_layers=devices.n_gpu_layers, n_ctx=n_ctx, threads=threads)
 
 
+def release_free_memory() -> bool:
+    """Give heap memory freed by a stage back to the system (glibc ``malloc_trim``); False where unavailable.
+
+    glibc keeps freed blocks below its (dynamic, up to 32 MiB) mmap threshold in the heap, so one
+    stage's activations would stay resident under the next stage's peak.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        name = ctypes.util.find_library("c")
+        libc = ctypes.CDLL(name) if name else None
+        _malloc_trim = getattr(libc, "malloc_trim", False) if libc is not None else False
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+_malloc_trim = None
+
+
 def caption_view(cutout: np.ndarray, background: str = CAPTION_BACKGROUND) -> np.ndarray:
     """The RGBA cutout as it is shown: composited on ``background``, ``H×W×3``."""
     return imageops.cutout(cutout[..., :3], cutout[..., 3], color=imageops.parse_color(background))
@@ -132,6 +154,7 @@ class Pipeline:
         self.paths = paths
         self.devices = devices
         self.load_seconds = load_seconds
+        self.trim_memory = True  # release_free_memory() after each stage
 
     @classmethod
     def load(
@@ -168,21 +191,30 @@ class Pipeline:
     def cut_out(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``)."""
         alpha = self.ben2.matte(rgb)
+        self._trim()
         return imageops.cutout(rgb, alpha), alpha
 
     def caption(self, cutout: np.ndarray, options: CaptionOptions = CaptionOptions()) -> str:
         """Caption of the RGBA cutout as shown on the neutral background."""
-        return self.florence2.caption(
+        text = self.florence2.caption(
             caption_view(cutout),
             task=options.task,
             max_new_tokens=options.max_new_tokens,
             num_beams=options.num_beams,
             min_new_tokens=options.min_new_tokens,
         )
+        self._trim()
+        return text
 
     def check(self, caption: str, options: CheckOptions = CheckOptions()):
         """Llama Guard's verdict on the caption."""
-        return self.llama_guard.check(caption, categories=options.categories, threshold=options.threshold)
+        verdict = self.llama_guard.check(caption, categories=options.categories, threshold=options.threshold)
+        self._trim()
+        return verdict
+
+    def _trim(self) -> None:
+        if self.trim_memory:
+            release_free_memory()
 
     def named_categories(self, verdict) -> list[dict]:
         """The verdict's counted categories as ``[{"code", "name"}]`` in the loaded model's naming."""

@@ -80,3 +80,33 @@ def test_close_releases_every_engine(paths):
     pipe.close()
     assert (pipe.ben2, pipe.florence2, pipe.llama_guard) == (None, None, None)
     pipe.close()  # twice is harmless
+
+
+def test_release_free_memory_returns_freed_heap_to_the_system():
+    """Freed blocks in the middle of the heap stay resident until malloc_trim (the stage-to-stage leftover)."""
+    import ctypes
+    import ctypes.util
+
+    if not ctypes.util.find_library("c") or not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim"):
+        pytest.skip("not glibc")
+    from cutout_guard.bench import rss_bytes
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    big = libc.malloc(24 << 20)  # freeing an mmapped 24 MiB block raises glibc's mmap threshold to 24 MiB
+    libc.free(big)
+    blocks = [libc.malloc(1 << 20) for _ in range(257)]  # now from the heap, one above the other
+    for block in blocks:
+        ctypes.memset(block, 1, 1 << 20)
+    pin = blocks.pop()  # the last stays live: the freed space below it is not at the heap's top
+    before = rss_bytes()
+    for block in blocks:
+        libc.free(block)
+    kept = rss_bytes()
+    assert pipeline_mod.release_free_memory() is True
+    after = rss_bytes()
+    libc.free(pin)
+    assert before - kept < (64 << 20)  # free() alone kept most of it resident
+    assert kept - after > (192 << 20)
