@@ -16,6 +16,10 @@ a typical short caption), and the safety check reads a fixed typical caption ins
 model's text (its prompt length is then the real one); a random Llama answers neither "safe" nor
 "unsafe", so the 1–2 answer tokens a real model decodes after the prompt are not in the time.
 
+Memory staging: models stay loaded; after each stage the pipeline hands freed heap back to the
+system (``malloc_trim``; ``--no-trim`` to compare), so one stage's activations do not sit under
+the next stage's peak. ``--no-repack`` loads Llama Guard without llama.cpp's repacked weight copy.
+
 ``--repack`` adds a measurement of llama.cpp's Q4_K weight repacking (its "extra buffer types":
 faster matrix kernels for a second, repacked copy of the weights made at load) on and off: load
 time, peak and resident memory, and the time of one check, each in its own process.

@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("ben2", "florence2", "llama_guard")  # keys of Pipeline.load_seconds
 STAGES = ("cutout", "caption", "safety_check")  # keys of Result.seconds, as in the Save Cutout Report node
-# Llama Guard loads first: llama.cpp's load-time peak (the mapped file plus its repacked copy) then
-# happens while nothing else is resident, so it does not add to the other models.
+# Largest model first: a guard that does not fit (or a damaged GGUF) fails before the other loads.
 LOAD_ORDER = ("llama_guard", "florence2", "ben2")
 CAPTION_BACKGROUND = "#FFFFFF"
 
