@@ -112,7 +112,7 @@ class Caption:
                 "florence2": (FLORENCE2_TYPE, {"tooltip": "From Load Florence-2."}),
                 "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'background' first."}),
                 "task": (TASKS, {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
-                "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 4096, "tooltip": "Longest caption in tokens (1-4096); a caption that reaches it is cut off."}),
+                "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 1023, "tooltip": "Longest caption in tokens (1-1023, what Florence-2's decoder can place); a caption that reaches it is cut off."}),
                 "num_beams": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Beam search width (1 = greedy, fastest). Decoding is deterministic: the same image gives the same caption."}),
             },
             "optional": {
