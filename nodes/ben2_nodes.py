@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
+
 from . import host, imageops, tensors
 from .handle import ModelHandle
 from .models import BEN2
@@ -85,7 +87,10 @@ class RemoveBackground:
         fill = imageops.parse_color(color) if background == "color" else None
         model = ben2.get()
         progress = host.Progress(count)
-        cutouts, alphas, seconds = [], [], []
+        height, width = image.shape[1:3]
+        cutouts = np.empty((count, height, width, 3 if fill is not None else 4), np.float32)
+        alphas = np.empty((count, height, width), np.float32)
+        seconds = []
         try:
             for index in range(count):
                 host.check_interrupt()
@@ -94,8 +99,8 @@ class RemoveBackground:
                 alpha = model.matte(rgb, normalize=mask_values == "normalized")
                 if refine_foreground:
                     rgb = imageops.estimate_foreground(rgb, alpha)
-                cutouts.append(imageops.cutout(rgb, alpha, color=fill))
-                alphas.append(alpha)
+                imageops.cutout(rgb, alpha, color=fill, out=cutouts[index])
+                alphas[index] = alpha
                 seconds.append(time.perf_counter() - start)
                 progress.step()
         finally:

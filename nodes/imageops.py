@@ -85,9 +85,18 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return fg.astype(np.float32)
 
 
-def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None) -> np.ndarray:
-    """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3``."""
+def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3``.
+
+    ``out`` (``H×W×4`` or ``H×W×3`` float32) receives the result without another copy.
+    """
+    if out is None:
+        out = np.empty((*image.shape[:2], 4 if color is None else 3), np.float32)
     if color is None:
-        return np.concatenate([image, alpha[..., None]], axis=-1).astype(np.float32)
-    a = alpha[..., None]
-    return (image * a + color.reshape(1, 1, 3) * (1 - a)).astype(np.float32)
+        out[..., :3] = image
+        out[..., 3] = alpha
+    else:
+        a = alpha[..., None]
+        np.multiply(image - color.reshape(1, 1, 3), a, out=out)
+        out += color.reshape(1, 1, 3)
+    return out

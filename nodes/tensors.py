@@ -40,15 +40,21 @@ def frames(image) -> Iterator[np.ndarray]:
         yield frame(image, index)
 
 
-def to_image(arrays: list[np.ndarray]):
-    """Stack ``H×W×C`` float arrays into an IMAGE tensor."""
+def _batch(arrays) -> np.ndarray:
+    if isinstance(arrays, np.ndarray):  # already a batch: share its memory
+        return arrays.astype(np.float32, copy=False)
+    return np.stack(arrays, axis=0).astype(np.float32, copy=False)
+
+
+def to_image(arrays):
+    """``H×W×C`` float arrays (a list, or one ``B×H×W×C`` array) as an IMAGE tensor."""
     import torch
 
-    return torch.from_numpy(np.stack(arrays, axis=0).astype(np.float32))
+    return torch.from_numpy(_batch(arrays))
 
 
-def to_mask(alphas: list[np.ndarray]):
-    """Stack ``H×W`` alpha maps (1 = subject) into a MASK tensor."""
+def to_mask(alphas):
+    """``H×W`` alpha maps (1 = subject; a list, or one ``B×H×W`` array) as a MASK tensor."""
     import torch
 
-    return torch.from_numpy(np.stack(alphas, axis=0).astype(np.float32))
+    return torch.from_numpy(_batch(alphas))

@@ -28,8 +28,9 @@ FLAT_EPSILON = 1e-6
 
 def preprocess(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """``H×W×3`` float 0..1 → ``[1,3,size,size]`` float32."""
-    resized = imageops.resize(rgb.astype(np.float32, copy=False), size, size)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
+    rgb = rgb.astype(np.float32, copy=False)
+    resized = rgb if rgb.shape[:2] == (size, size) else imageops.resize(rgb, size, size)
+    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None])
 
 
 def postprocess(prob: np.ndarray, width: int, height: int, *, normalize: bool = True) -> np.ndarray:
