@@ -122,3 +122,16 @@ def test_readme_client_reads_the_report():
     exec(block.split("# from ComfyUI")[0], namespace)  # the imports and read_report, not the network calls
     data = report.make_report(caption="a vase", safe=False, p_unsafe=0.7, categories=[{"code": "S1", "name": "Violent Crimes"}], threshold=0.5, unsafe_action="blur")
     assert namespace["read_report"](report.encode_png(np.zeros((4, 4, 4), np.float32), data)) == data
+
+
+def test_blurring_a_cutout_does_not_reveal_the_removed_background():
+    """Regression: the blur ran on straight (not premultiplied) RGBA, so the green background kept
+    under alpha 0 in a cutout bled into the blurred subject."""
+    rgba = np.zeros((64, 64, 4), np.float32)
+    rgba[..., 1] = 1.0  # removed background: green, invisible
+    rgba[16:48, 16:48] = (1.0, 0.0, 0.0, 1.0)  # the subject: opaque red
+    blurred = report.apply_unsafe_action(rgba, "blur")
+    assert blurred.shape == rgba.shape
+    visible = blurred[..., 3] > 0.2
+    assert visible.any() and blurred[..., 1][visible].max() < 0.01  # no green anywhere it shows
+    assert np.abs(blurred[..., 3] - rgba[..., 3]).mean() > 0.02  # and it is really blurred
