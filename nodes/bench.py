@@ -18,7 +18,8 @@ model's text (its prompt length is then the real one); a random Llama answers ne
 
 Memory staging: models stay loaded; after each stage the pipeline hands freed heap back to the
 system (``malloc_trim``; ``--no-trim`` to compare), so one stage's activations do not sit under
-the next stage's peak. ``--no-repack`` loads Llama Guard without llama.cpp's repacked weight copy.
+the next stage's peak. Llama Guard loads as the pipeline loads it (on the CPU without llama.cpp's repacked weight copy);
+``--with-repack`` keeps that copy, llama.cpp's own default.
 
 ``--repack`` adds a measurement of llama.cpp's Q4_K weight repacking (its "extra buffer types":
 faster matrix kernels for a second, repacked copy of the weights made at load) on and off: load
@@ -119,33 +120,6 @@ class RssSampler:
 # ----------------------------------------------------------------------------- llama.cpp repacking
 
 
-@contextlib.contextmanager
-def llama_repack(enabled: bool | None):
-    """Load Llama models with llama.cpp's weight repacking on or off (None: llama.cpp's default, on).
-
-    llama-cpp-python 0.3.x has no keyword for ``llama_model_params.use_extra_bufts``; its ``Llama``
-    takes the defaults from ``llama_model_default_params()``, so that function is wrapped here.
-    """
-    if enabled is None:
-        yield
-        return
-    import llama_cpp
-
-    module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
-    if not hasattr(original(), "use_extra_bufts"):
-        raise RuntimeError(f"llama-cpp-python {llama_cpp.__version__} has no use_extra_bufts model parameter")
-
-    def patched():
-        params = original()
-        params.use_extra_bufts = enabled
-        return params
-
-    module.llama_model_default_params = patched
-    try:
-        yield
-    finally:
-        module.llama_model_default_params = original
 
 
 # ----------------------------------------------------------------------------- models
@@ -228,17 +202,16 @@ def child_pipeline(config: dict) -> dict:
     loads: dict[str, dict] = {}
     engines = {}
     loaders = {
-        "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, 2048),
+        "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, 2048, config.get("repack")),
         "florence2": lambda: _load_florence2(paths.florence2, devices, threads),
         "ben2": lambda: _load_ben2(paths.ben2, devices, threads),
     }
-    with llama_repack(config.get("repack")):
-        for name in config.get("load_order") or LOAD_ORDER:
-            with sampler.window() as window:
-                start = time.perf_counter()
-                engines[name] = loaders[name]()
-                seconds = time.perf_counter() - start
-            loads[name] = {"seconds": seconds, "peak_mib": window["peak_mib"], "rss_after_mib": rss_breakdown()}
+    for name in config.get("load_order") or LOAD_ORDER:
+        with sampler.window() as window:
+            start = time.perf_counter()
+            engines[name] = loaders[name]()
+            seconds = time.perf_counter() - start
+        loads[name] = {"seconds": seconds, "peak_mib": window["peak_mib"], "rss_after_mib": rss_breakdown()}
     pipe = Pipeline(engines["ben2"], engines["florence2"], engines["llama_guard"], paths=paths, devices=devices, load_seconds={k: v["seconds"] for k, v in loads.items()})
     pipe.trim_memory = config.get("trim", True)
     tokens = config["caption_tokens"]
@@ -289,10 +262,9 @@ def child_repack(config: dict) -> dict:
     from .pipeline import _load_llama_guard, devices_for
 
     before = rss_breakdown()
-    with llama_repack(config["repack"]):
-        start = time.perf_counter()
-        guard = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048)
-        load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    guard = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048, config["repack"])
+    load_s = time.perf_counter() - start
     load_peak = peak_rss_mib()
     after = rss_breakdown()
     times = []
@@ -320,8 +292,7 @@ def child_repack_speed(config: dict) -> dict:
 
     guards = {}
     for flag in (True, False):
-        with llama_repack(flag):
-            guards[flag] = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048)
+        guards[flag] = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048, flag)
     times: dict[bool, list[float]] = {True: [], False: []}
     for index in range(config["warmup"] + config["runs"]):
         for flag, guard in guards.items():
@@ -474,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--caption-tokens", type=int, default=20, help="caption length in tokens, fixed (default: %(default)s)")
     parser.add_argument("--num-beams", type=int, default=3, help="Florence-2 beams, as the Caption node's default (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = the CPUs this process may use")
-    parser.add_argument("--no-repack", action="store_true", help="load Llama Guard with llama.cpp's weight repacking off")
+    parser.add_argument("--with-repack", action="store_true", help="load Llama Guard with llama.cpp's weight repacking on (off by default on the CPU)")
     parser.add_argument("--repack", action="store_true", help="also measure llama.cpp's Q4_K repacking on and off")
     parser.add_argument("--no-trim", action="store_true", help="keep freed heap memory between stages (no malloc_trim)")
     parser.add_argument("--price", action="append", default=[], metavar="NAME=USD", help="price per second; cpu* names use the CPU time (repeatable)")
@@ -502,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         config = {
             "device": device, "paths": paths, "runs": args.runs, "warmup": args.warmup, "threads": args.threads,
-            "caption_tokens": args.caption_tokens, "num_beams": args.num_beams, "repack": False if args.no_repack else None,
+            "caption_tokens": args.caption_tokens, "num_beams": args.num_beams, "repack": True if args.with_repack else None,
             "trim": not args.no_trim,
         }
         results[device] = run_child("pipeline", config)
@@ -511,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": paths,
         "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": "real file" if args.ben2 else "BEN2-cost graph"},
         "settings": {"runs": args.runs, "warmup": args.warmup, "caption_tokens": args.caption_tokens, "num_beams": args.num_beams,
-                     "repack": not args.no_repack, "trim": not args.no_trim, "check_text": CHECK_TEXT},
+                     "repack": bool(args.with_repack), "trim": not args.no_trim, "check_text": CHECK_TEXT},
         "results": results,
         "skipped": skipped,
         "costs": [],

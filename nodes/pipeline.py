@@ -112,10 +112,10 @@ def _load_florence2(path: Path, devices: Devices, threads: int | None):
     return Florence2.load(path, precision=devices.precision, device=devices.florence2_device, threads=threads)
 
 
-def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int):
+def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int, repack: bool | None = None):
     from .engines.llama_guard import LlamaGuard
 
-    return LlamaGuard.load(path, n_gpu_layers=devices.n_gpu_layers, n_ctx=n_ctx, threads=threads)
+    return LlamaGuard.load(path, n_gpu_layers=devices.n_gpu_layers, n_ctx=n_ctx, threads=threads, repack=repack)
 
 
 def release_free_memory() -> bool:

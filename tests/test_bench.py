@@ -91,20 +91,6 @@ def test_rss_sampler_sees_a_short_allocation():
     assert busy["peak_mib"] - quiet["peak_mib"] > 200
 
 
-def test_llama_repack_switch_sets_and_restores_the_parameter():
-    llama_cpp = pytest.importorskip("llama_cpp")
-    module = llama_cpp.llama_cpp
-    original = module.llama_model_default_params
-    default = original().use_extra_bufts
-    with bench.llama_repack(False):
-        assert module.llama_model_default_params().use_extra_bufts is False
-    with bench.llama_repack(True):
-        assert module.llama_model_default_params().use_extra_bufts is True
-    with bench.llama_repack(None):
-        assert module.llama_model_default_params is original
-    assert module.llama_model_default_params is original and original().use_extra_bufts == default
-
-
 def test_repack_child_loads_with_either_setting(tiny):
     for flag in (True, False):
         result = bench.child_repack({"path": tiny["llama_guard"], "repack": flag, "runs": 1, "warmup": 0, "threads": 1})

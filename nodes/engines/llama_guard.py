@@ -23,6 +23,7 @@ How a check runs:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -141,6 +142,44 @@ def decide(
     return False, counted, f"answer 'unsafe' (p_unsafe {p_unsafe:.3f} is below threshold {threshold})"
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def weight_repacking(enabled: bool | None):
+    """Load llama.cpp models with its Q4_K weight repacking on or off (None: llama.cpp's default, on).
+
+    On AVX2 CPUs llama.cpp keeps a second, repacked copy of the weights for faster kernels
+    (``llama_model_params.use_extra_bufts``): for the 8B guard that is about 3 GiB more resident
+    memory, and the benchmark (``cutout-guard bench --repack``) measured no gain in check time on
+    2 cores. llama-cpp-python 0.3.x has no keyword for it; ``Llama`` takes its defaults from
+    ``llama_model_default_params()``, which is wrapped here for the duration of a load.
+    """
+    if enabled is None:
+        yield
+        return
+    import llama_cpp
+
+    module = llama_cpp.llama_cpp
+    with _PARAMS_LOCK:
+        original = module.llama_model_default_params
+        if not hasattr(original(), "use_extra_bufts"):
+            log.warning("llama-cpp-python %s has no use_extra_bufts parameter; repacking left as is", llama_cpp.__version__)
+            yield
+            return
+
+        def with_repacking():
+            params = original()
+            params.use_extra_bufts = enabled
+            return params
+
+        module.llama_model_default_params = with_repacking
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
 class LlamaGuard:
     """A loaded Llama Guard GGUF. Create with :meth:`load`; free with :meth:`close`."""
 
@@ -179,8 +218,13 @@ class LlamaGuard:
         n_ctx: int = 2048,
         threads: int | None = None,
         n_batch: int = 512,
+        repack: bool | None = None,
     ) -> "LlamaGuard":
-        """Load a GGUF (memory-mapped) and evaluate the prompt prefix once."""
+        """Load a GGUF (memory-mapped) and evaluate the prompt prefix once.
+
+        ``repack``: llama.cpp's repacked weight copy; None = off on the CPU (it costs memory and
+        bought no speed here, see :func:`weight_repacking`), llama.cpp's default with GPU layers.
+        """
         llama_cpp = import_llama_cpp()
         path = Path(path)
         if n_gpu_layers != 0 and not llama_cpp.llama_supports_gpu_offload():
@@ -192,19 +236,22 @@ class LlamaGuard:
         if not path.is_file():
             raise ModelCorrupt(f"Llama Guard: {path} is not a file")
         n_threads = resolve_threads(threads)
+        if repack is None and n_gpu_layers == 0:
+            repack = False
         try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_gpu_layers=n_gpu_layers,
-                n_ctx=n_ctx,
-                n_batch=min(n_batch, n_ctx),
-                n_ubatch=min(n_batch, n_ctx),
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                use_mmap=True,
-                logits_all=False,
-                verbose=False,
-            )
+            with weight_repacking(repack):
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_gpu_layers=n_gpu_layers,
+                    n_ctx=n_ctx,
+                    n_batch=min(n_batch, n_ctx),
+                    n_ubatch=min(n_batch, n_ctx),
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    use_mmap=True,
+                    logits_all=False,
+                    verbose=False,
+                )
         except ValueError as exc:
             raise ModelCorrupt(f"Llama Guard: llama.cpp could not load {path} ({exc}) — is it a complete GGUF file?") from None
         metadata = dict(getattr(llm, "metadata", {}) or {})
