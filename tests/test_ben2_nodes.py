@@ -130,3 +130,35 @@ def test_missing_default_model_offline_names_path_and_command(models_dir, monkey
     message = str(info.value)
     assert str(models_dir / "ben2") in message
     assert "install.py --models ben2" in message and "huggingface.co/PramaLLC/BEN2" in message
+
+
+def test_cancel_stops_between_images_and_still_releases(ben2_file, monkeypatch):
+    from cutout_guard import host
+
+    class Interrupted(Exception):
+        pass
+
+    handle = load(keep_loaded=False)
+    model = handle.get()
+    mattes = []
+    real = model.matte
+    monkeypatch.setattr(model, "matte", lambda rgb, **kw: mattes.append(1) or real(rgb, **kw))
+
+    def check():
+        if len(mattes) == 2:
+            raise Interrupted()
+
+    monkeypatch.setattr(host, "check_interrupt", check)
+    with pytest.raises(Interrupted):
+        remove(handle, subject_image(batch=4))
+    assert len(mattes) == 2  # two images done, the third never started
+    assert not handle.loaded  # keep_loaded off: released even after a cancel
+
+
+def test_progress_steps_once_per_image(ben2_file, monkeypatch):
+    from cutout_guard import host
+
+    steps = []
+    monkeypatch.setattr(host.Progress, "step", lambda self: steps.append(self.total))
+    remove(load(), subject_image(batch=3))
+    assert steps == [3, 3, 3]
