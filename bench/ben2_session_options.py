@@ -4,7 +4,7 @@ Each configuration runs in a fresh process (peak RSS is per process): load, one 
 then ``--runs`` timed runs. Configurations: the memory arena, the memory pattern and the graph
 optimisation level, alone and together.
 
-    python bench/ben2_session_options.py [--model BEN2_Base.onnx] [--runs 5] [--depth 32]
+    python bench/ben2_session_options.py [--model BEN2_Base.onnx] [--runs 5] [--depth 32] [--only 1 3 4]
 """
 
 from __future__ import annotations
@@ -61,14 +61,16 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, help="a real BEN2_Base.onnx; default: a generated model")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--depth", type=int, default=32)
+    parser.add_argument("--only", type=int, nargs="+", metavar="N", help="measure only these configurations (1 = the defaults)")
     args = parser.parse_args(argv)
+    chosen = {name: cfg for index, (name, cfg) in enumerate(CONFIGS.items(), 1) if not args.only or index in args.only or index == 1}
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
             from cutout_guard.synthetic.ben2 import build_ben2
 
             model = build_ben2(Path(tmp) / "heavy.onnx", depth=args.depth)
-        rows = {name: measure(model, cfg, args.runs) for name, cfg in CONFIGS.items()}
+        rows = {name: measure(model, cfg, args.runs) for name, cfg in chosen.items()}
     base = rows[next(iter(CONFIGS))]
     print(f"model: {args.model or f'generated, depth {args.depth}'}; median of {args.runs} runs after a warm-up; one process each")
     print(f"{'configuration':<54} {'peak RSS MiB':>12} {'median s':>9} {'time vs default':>16}")

@@ -166,3 +166,10 @@ def test_omp_num_threads_zero_does_not_break_the_session(model_paths):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:2] == ["(20,", "30)"]
+
+
+def test_sessions_use_the_measured_memory_settings(model_paths):
+    """Arena and memory pattern off: the lowest peak RSS measured for a BEN2-cost graph."""
+    model = Ben2.load(model_paths["float32"])
+    options = model.session.get_session_options()
+    assert options.enable_cpu_mem_arena is False and options.enable_mem_pattern is False

@@ -61,7 +61,7 @@ class Ben2:
         provider: str = "CPU",
         threads: int | None = None,
         mem_arena: bool = False,
-        mem_pattern: bool = True,
+        mem_pattern: bool = False,
     ) -> "Ben2":
         path = Path(path)
         session = create_session(
