@@ -100,8 +100,9 @@ COLUMN = 400
 GROUP_COLORS = {"image": "#3f789e", "cutout": "#8A8", "caption": "#a1309b", "safety": "#b06634", "save": "#88A"}
 
 
-def _height(n_slots: int, n_widgets: int, multiline: int) -> int:
-    return 46 + 22 * n_slots + 26 * n_widgets + 60 * multiline
+def _height(n_slots: int, n_widgets: int, extra: int) -> int:
+    """A node's height on the canvas: title, slots, widgets, and ``extra`` pixels (text boxes, previews)."""
+    return 46 + 22 * n_slots + 26 * n_widgets + extra
 
 
 def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict:
@@ -118,7 +119,7 @@ def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict
     for order, node in enumerate(workflow.nodes):
         definition = defs[node.class_type]
         node_id = ids[node.key]
-        inputs, widgets, multiline = [], [], 0
+        inputs, widgets, extra = [], [], 0
         for name, kind, options, _ in _inputs(definition):
             value = node.inputs.get(name)
             widget = is_widget(kind, options)
@@ -136,14 +137,15 @@ def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict
                 inputs.append({"name": name, "type": kind, "link": None})
             if widget:
                 widgets.append(default_value(kind, options) if value is None or isinstance(value, Link) else _value(value, device))
-                multiline += bool(options.get("multiline"))
+                extra += 60 if options.get("multiline") else 0
                 if options.get("image_upload"):
                     widgets.append("image")  # the upload button's own value
+                    extra += 300  # room for the image preview the node grows to show
         outputs = [
             {"name": out_name, "type": out_type, "links": [], "slot_index": index}
             for index, (out_type, out_name) in enumerate(zip(definition["output"], definition["output_name"]))
         ]
-        height = _height(max(len(inputs), len(outputs)), len(widgets), multiline)
+        height = _height(max(len(inputs), len(outputs)), len(widgets), extra)
         x = 40 + COLUMN * columns.index(node.group)
         y = column_y[node.group]
         column_y[node.group] += height + 70
