@@ -62,8 +62,7 @@ def test_api_workflow_is_valid_against_the_node_definitions(path):
             if isinstance(value, list):  # a link: [source id, output index]
                 source = prompt[value[0]]
                 out_type = defs[source["class_type"]]["output"][value[1]]
-                expected = "STRING" if kind == "STRING" else kind
-                assert out_type == expected or isinstance(kind, list) and out_type == "COMBO", (
+                assert out_type == kind or isinstance(kind, list) and out_type == "COMBO", (
                     f"{path.name}: {node['class_type']}.{name} ({kind}) linked to a {out_type} output"
                 )
                 continue
