@@ -13,7 +13,6 @@ from .models import BEN2
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "Cutout Guard"
 BEN2_TYPE = "CUTOUT_GUARD_BEN2"
 
 
@@ -21,7 +20,7 @@ class LoadBEN2:
     """Loads a BEN2 ONNX model on the CPU or a CUDA GPU."""
 
     DESCRIPTION = "Loads a BEN2 background-removal model (ONNX). The default model downloads on first use (223 MB)."
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = (BEN2_TYPE,)
     RETURN_NAMES = ("ben2",)
     FUNCTION = "load"
@@ -37,7 +36,7 @@ class LoadBEN2:
                 "provider": (["CPU", "CUDA"], {"default": "CPU", "tooltip": "CPU: onnxruntime on the processor. CUDA: an NVIDIA GPU (needs onnxruntime-gpu)."}),
             },
             "optional": {
-                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+                "keep_loaded": host.KEEP_LOADED,
             },
         }
 
@@ -60,7 +59,7 @@ class RemoveBackground:
     """Cuts the subject out of each image of a batch with BEN2."""
 
     DESCRIPTION = "Removes the background with BEN2: a transparent cutout (or one on a colour) and the subject mask."
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("cutout", "mask")
     OUTPUT_TOOLTIPS = (

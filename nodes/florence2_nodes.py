@@ -21,7 +21,6 @@ from .models import FLORENCE2
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "Cutout Guard"
 FLORENCE2_TYPE = "CUTOUT_GUARD_FLORENCE2"
 PRECISIONS = ["fp32", "fp16", "bf16"]
 DEVICES = ["default", "cpu", "cuda"]
@@ -44,7 +43,7 @@ class LoadFlorence2:
         "Loads a Florence-2 captioning model. Florence-2-base (467 MB) and Florence-2-large (1.56 GB) "
         "download from florence-community on first use."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = (FLORENCE2_TYPE,)
     RETURN_NAMES = ("florence2",)
     FUNCTION = "load"
@@ -70,7 +69,7 @@ class LoadFlorence2:
             },
             "optional": {
                 "device": (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
-                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+                "keep_loaded": host.KEEP_LOADED,
             },
         }
 
@@ -97,7 +96,7 @@ class Caption:
         "Describes each image with Florence-2. A batch of N images gives a list of N captions in the same "
         "order. Transparent images (a cutout) are captioned on the background colour."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("caption",)
     OUTPUT_IS_LIST = (True,)

@@ -17,6 +17,10 @@ from .models import KINDS, ModelKind, get_kind, list_models
 
 log = logging.getLogger(__name__)
 
+CATEGORY = "Cutout Guard"  # where every node of the pack appears in ComfyUI's menu
+# the loaders' switch that ModelHandle.done() obeys
+KEEP_LOADED = ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."})
+
 
 def _folder_paths():
     try:

@@ -19,7 +19,6 @@ from .models import LLAMA_GUARD
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "Cutout Guard"
 LLAMA_GUARD_TYPE = "CUTOUT_GUARD_LLAMA_GUARD"
 
 
@@ -30,7 +29,7 @@ class LoadLlamaGuard:
         "Loads a Llama Guard 3 safety classifier (GGUF, memory-mapped). The default 8B Q4_K_M model "
         "downloads on first use (4.9 GB). Needs llama-cpp-python (install.py installs it)."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = (LLAMA_GUARD_TYPE,)
     RETURN_NAMES = ("llama_guard",)
     FUNCTION = "load"
@@ -72,7 +71,7 @@ class LoadLlamaGuard:
                 ),
             },
             "optional": {
-                "keep_loaded": ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."}),
+                "keep_loaded": host.KEEP_LOADED,
             },
         }
 
@@ -115,7 +114,7 @@ class SafetyCheck:
         "Checks text with Llama Guard 3 (as the User turn of Meta's template). Unsafe when the model says so "
         "or P(unsafe) reaches the threshold; an answer that cannot be read counts as unsafe."
     )
-    CATEGORY = CATEGORY
+    CATEGORY = host.CATEGORY
     INPUT_IS_LIST = True
     OUTPUT_NODE = True  # always runs, and shows each verdict in the UI and in the prompt's history
     RETURN_TYPES = ("BOOLEAN", "STRING", "FLOAT", "STRING")

@@ -49,7 +49,7 @@ class SaveReport:
         "Saves one PNG per image with the caption and the safety verdict inside (iTXt chunk 'cutout_guard') "
         "and beside it (.json). Images judged unsafe are kept, blurred or withheld as 'unsafe_action' says."
     )
-    CATEGORY = "Cutout Guard"
+    CATEGORY = host.CATEGORY
     RETURN_TYPES = ()
     OUTPUT_NODE = True
     INPUT_IS_LIST = True
