@@ -37,8 +37,9 @@ def _matched(values, count: int, name: str) -> list:
     return values
 
 
-def _per_image(handle, index: int, key: str = "seconds"):
-    values = (handle.last_run.get(key) if handle is not None else None) or []
+def _seconds(handle, index: int) -> float | None:
+    """Image ``index``'s seconds in the handle's last run, when the stage ran."""
+    values = (handle.last_run.get("seconds") if handle is not None else None) or []
     return values[index] if index < len(values) else None
 
 
@@ -89,9 +90,9 @@ class SaveReport:
             unsafe = verdict is not None and not verdict.get("safe", False)
             shown = report.apply_unsafe_action(frame, action) if unsafe else frame
             seconds = {
-                "cutout": _per_image(ben2, index),
-                "caption": _per_image(florence2, index),
-                "safety_check": _per_image(llama_guard, index),
+                "cutout": _seconds(ben2, index),
+                "caption": _seconds(florence2, index),
+                "safety_check": _seconds(llama_guard, index),
             }
             data = report.make_report(
                 caption=captions[index] if captions else None,
