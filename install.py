@@ -12,7 +12,7 @@ requirements.txt. By hand:
 
 CPU or GPU is detected (nvidia-smi, /proc/driver/nvidia, libcuda); --device or
 CUTOUT_GUARD_DEVICE=cpu|cuda overrides it (e.g. when building an image on another machine).
-Running it again changes nothing. The decisions live in nodes/installer.py.
+Running it again changes nothing. The decisions live in nodes/install/installer.py.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ def _package():
         pkg = types.ModuleType("cutout_guard")
         pkg.__path__ = [str(PACK / "nodes")]
         sys.modules["cutout_guard"] = pkg
-    import cutout_guard.installer as installer
-    import cutout_guard.models as models
+    import cutout_guard.install.installer as installer
+    import cutout_guard.core.models as models
 
     return installer, models
 

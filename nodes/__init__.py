@@ -6,7 +6,7 @@ no ComfyUI module; those load when a node runs.
 
 from __future__ import annotations
 
-from . import ben2_nodes, florence2_nodes, llama_guard_nodes, report_nodes
+from .comfyui import ben2_nodes, florence2_nodes, llama_guard_nodes, report_nodes
 
 NODE_CLASS_MAPPINGS = {
     "CutoutGuardLoadBEN2": ben2_nodes.LoadBEN2,

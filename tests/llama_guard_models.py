@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cutout_guard.synthetic.llama_guard import build_llama_guard
+from devtools.synthetic.llama_guard import build_llama_guard
 
 _ROOT = Path(tempfile.mkdtemp(prefix="cutout-guard-llama-guard-"))
 atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)

@@ -28,7 +28,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from cutout_guard import report
+from cutout_guard.core import report
 
 ENDPOINT = os.environ.get("CUTOUT_GUARD_TEST_ENDPOINT", "test")
 

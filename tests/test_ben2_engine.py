@@ -12,8 +12,8 @@ import pytest
 
 import reference
 from cutout_guard.engines.ben2 import Ben2, postprocess, preprocess
-from cutout_guard.errors import DeviceUnavailable, ModelCorrupt
-from cutout_guard.synthetic.ben2 import build_ben2, expected_probability
+from cutout_guard.core.errors import DeviceUnavailable, ModelCorrupt
+from devtools.synthetic.ben2 import build_ben2, expected_probability
 
 SIZE = 64  # the tiny models take 64² inputs; the engine reads the size from the model
 
@@ -157,7 +157,7 @@ def test_omp_num_threads_zero_does_not_break_the_session(model_paths):
     code = (
         "import numpy as np, sys\n"
         "from cutout_guard.engines.ben2 import Ben2\n"
-        "from cutout_guard.cpu import cpu_quota\n"
+        "from cutout_guard.core.cpu import cpu_quota\n"
         f"m = Ben2.load({str(model_paths['float32'])!r})\n"
         "a = m.matte(np.full((20, 30, 3), 0.5, np.float32))\n"
         "print(a.shape, cpu_quota())\n"

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from cutout_guard import ben2_nodes
-from cutout_guard.errors import BadInput, DeviceUnavailable
-from cutout_guard.models import BEN2
-from cutout_guard.synthetic.ben2 import build_ben2
+from cutout_guard.comfyui import ben2_nodes
+from cutout_guard.core.errors import BadInput, DeviceUnavailable
+from cutout_guard.core.models import BEN2
+from devtools.synthetic.ben2 import build_ben2
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_provider_switch_takes_effect(ben2_file):
 
 
 def test_missing_user_model_names_folder(models_dir):
-    from cutout_guard.errors import ModelMissing
+    from cutout_guard.core.errors import ModelMissing
 
     with pytest.raises(ModelMissing) as info:
         load(model="nope.onnx")
@@ -122,7 +122,7 @@ def test_missing_user_model_names_folder(models_dir):
 
 
 def test_missing_default_model_offline_names_path_and_command(models_dir, monkeypatch):
-    from cutout_guard.errors import ModelMissing
+    from cutout_guard.core.errors import ModelMissing
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelMissing) as info:
@@ -133,7 +133,7 @@ def test_missing_default_model_offline_names_path_and_command(models_dir, monkey
 
 
 def test_cancel_stops_between_images_and_still_releases(ben2_file, monkeypatch):
-    from cutout_guard import host
+    from cutout_guard.comfyui import host
 
     class Interrupted(Exception):
         pass
@@ -156,7 +156,7 @@ def test_cancel_stops_between_images_and_still_releases(ben2_file, monkeypatch):
 
 
 def test_progress_steps_once_per_image(ben2_file, monkeypatch):
-    from cutout_guard import host
+    from cutout_guard.comfyui import host
 
     steps = []
     monkeypatch.setattr(host.Progress, "step", lambda self: steps.append(self.total))

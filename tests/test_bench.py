@@ -1,6 +1,6 @@
 """The benchmark's machinery on tiny models: the table and JSON it prints, cost arithmetic, memory
 sampling, and the switch for llama.cpp's weight repacking. (Its figures come from real-shape models;
-see bench/pipeline.py.)"""
+see devtools/bench/pipeline.py.)"""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from cutout_guard import bench
-from cutout_guard.synthetic.ben2_cost import build_ben2_cost
-from cutout_guard.synthetic.florence2 import build_florence2
-from cutout_guard.synthetic.llama_guard import build_llama_guard
+from devtools.bench import pipeline as bench
+from devtools.synthetic.ben2_cost import build_ben2_cost
+from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.llama_guard import build_llama_guard
 
 
 @pytest.fixture(scope="module")

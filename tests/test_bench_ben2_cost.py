@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cutout_guard.engines.ben2 import Ben2
-from cutout_guard.synthetic.ben2_cost import SHAPES, TARGET_FLOP, VIEWS, build_ben2_cost, count_flops
+from devtools.synthetic.ben2_cost import SHAPES, TARGET_FLOP, VIEWS, build_ben2_cost, count_flops
 
 
 def flops_by_hand(s) -> int:

@@ -13,14 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutout_guard import cli, report
+from cutout_guard.app import cli
+
+from cutout_guard.core import report
 from cutout_guard.engines.ben2 import Ben2
 from cutout_guard.engines.florence2 import Florence2
 from cutout_guard.engines.llama_guard import LlamaGuard
-from cutout_guard.pipeline import PRESETS, Devices, devices_for
-from cutout_guard.synthetic.ben2 import build_ben2
-from cutout_guard.synthetic.florence2 import build_florence2
-from cutout_guard.synthetic.llama_guard import build_llama_guard
+from cutout_guard.app.pipeline import PRESETS, Devices, devices_for
+from devtools.synthetic.ben2 import build_ben2
+from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.llama_guard import build_llama_guard
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--max-new-tokens", "8", "--offline"]
@@ -301,7 +303,7 @@ def test_download_failure_exits_1(hub, tmp_path, caplog):
 
 def test_console_script_and_module_entry():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["cutout-guard"] == "cutout_guard.cli:main"
+    assert scripts["cutout-guard"] == "cutout_guard.app.cli:main"
     done = subprocess.run([sys.executable, "-m", "cutout_guard", "--help"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0
     for command in ("run", "download", "bench", "submit"):
@@ -312,7 +314,7 @@ def test_console_script_and_module_entry():
 
 def test_submit_and_bench_are_handed_their_arguments(monkeypatch):
     router_cli = pytest.importorskip("cutout_guard.router.cli")
-    from cutout_guard import bench
+    from devtools.bench import pipeline as bench
 
     seen = []
     monkeypatch.setattr(router_cli, "submit_main", lambda argv: seen.append(("submit", argv)) or 7)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutout_guard.synthetic.ben2 import build_ben2
+from devtools.synthetic.ben2 import build_ben2
 
 pytestmark = pytest.mark.comfyui
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutout_guard.synthetic.florence2 import build_florence2
+from devtools.synthetic.florence2 import build_florence2
 
 pytestmark = pytest.mark.comfyui
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutout_guard import report
-from cutout_guard.synthetic.ben2 import build_ben2
+from cutout_guard.core import report
+from devtools.synthetic.ben2 import build_ben2
 from photo import make_photo
 
 pytestmark = pytest.mark.comfyui
@@ -23,8 +23,8 @@ TINY = {"CutoutGuardLoadBEN2": "tiny_ben2.onnx", "CutoutGuardLoadFlorence2": "ti
 
 @pytest.fixture(scope="module")
 def tiny_models(comfyui):
-    from cutout_guard.synthetic.florence2 import build_florence2
-    from cutout_guard.synthetic.llama_guard import build_llama_guard
+    from devtools.synthetic.florence2 import build_florence2
+    from devtools.synthetic.llama_guard import build_llama_guard
 
     root = comfyui.models_root
     build_ben2(root / "ben2" / TINY["CutoutGuardLoadBEN2"], size=64)

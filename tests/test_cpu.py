@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cutout_guard import cpu
+from cutout_guard.core import cpu
 
 
 def affinity():

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from cutout_guard import installer as ins
-from cutout_guard.models import KINDS
+from cutout_guard.install import installer as ins
+from cutout_guard.core.models import KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from cutout_guard import host
-from cutout_guard.download import obtain
-from cutout_guard.errors import ModelCorrupt, ModelMissing
-from cutout_guard.models import BEN2, KINDS, DefaultModel, ModelKind, RemoteFile, lock_path, verify
-from cutout_guard.synthetic.ben2 import build_ben2
+from cutout_guard.comfyui import host
+from cutout_guard.core.download import obtain
+from cutout_guard.core.errors import ModelCorrupt, ModelMissing
+from cutout_guard.core.models import BEN2, KINDS, DefaultModel, ModelKind, RemoteFile, lock_path, verify
+from devtools.synthetic.ben2 import build_ben2
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import torch
 
 from cutout_guard.engines import florence2 as engine
 from cutout_guard.engines.florence2 import Florence2
-from cutout_guard.errors import BadInput, DeviceUnavailable, ModelCorrupt
-from cutout_guard.synthetic.florence2 import build_florence2
+from cutout_guard.core.errors import BadInput, DeviceUnavailable, ModelCorrupt
+from devtools.synthetic.florence2 import build_florence2
 
 
 @pytest.fixture(scope="module")

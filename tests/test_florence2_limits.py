@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from cutout_guard.engines.florence2 import Florence2  # noqa: E402
-from cutout_guard.synthetic.florence2 import build_florence2  # noqa: E402
+from devtools.synthetic.florence2 import build_florence2  # noqa: E402
 
 
 def test_max_new_tokens_is_capped_at_the_decoder_positions(tmp_path, caplog):

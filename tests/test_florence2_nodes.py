@@ -13,11 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from cutout_guard import NODE_CLASS_MAPPINGS, florence2_nodes, host, models
-from cutout_guard.download import obtain
-from cutout_guard.errors import BadInput, ModelCorrupt, ModelMissing
-from cutout_guard.models import FLORENCE2, RemoteFile, lock_path
-from cutout_guard.synthetic.florence2 import build_florence2
+from cutout_guard import NODE_CLASS_MAPPINGS
+
+from cutout_guard.comfyui import florence2_nodes, host
+
+from cutout_guard.core import models
+from cutout_guard.core.download import obtain
+from cutout_guard.core.errors import BadInput, ModelCorrupt, ModelMissing
+from cutout_guard.core.models import FLORENCE2, RemoteFile, lock_path
+from devtools.synthetic.florence2 import build_florence2
 
 CAPTION_ARGS = {"task": "<CAPTION>", "max_new_tokens": 10, "num_beams": 3}
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import reference
-from cutout_guard import imageops
-from cutout_guard.errors import BadInput
+from cutout_guard.core import imageops
+from cutout_guard.core.errors import BadInput
 
 
 @pytest.mark.parametrize("radius", [1, 2, 5, 8])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cutout_guard import models
-from cutout_guard.models import DefaultModel, ModelKind, RemoteFile, lock_path
+from cutout_guard.core import models
+from cutout_guard.core.models import DefaultModel, ModelKind, RemoteFile, lock_path
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.py"
@@ -54,7 +54,7 @@ def test_dry_run_for_a_gpu_image_picks_cuda_12_builds(tmp_path):
     assert "onnxruntime-gpu>=1.20,<1.27" in out
     assert "workflows_gpu/ fits this machine" in out
     plan = out.split("Dry run")[0]
-    from cutout_guard.installer import installed_packages
+    from cutout_guard.install.installer import installed_packages
 
     if installed_packages().llama_backend == "cuda":
         assert "llama-cpp-python" not in plan

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cutout_guard import installer as ins
-from cutout_guard.installer import Installed, Machine, Request, Step
+from cutout_guard.install import installer as ins
+from cutout_guard.install.installer import Installed, Machine, Request, Step
 
 LLAMA = ins.LLAMA_CPP_VERSION
 NO_GPU = Machine(platform="linux", compiler=True)
@@ -337,7 +337,7 @@ def test_parse_models_errors_name_the_choices(text, message):
 
 
 def test_every_registered_kind_parses():
-    from cutout_guard.models import KINDS as REAL
+    from cutout_guard.core.models import KINDS as REAL
 
     pairs = ins.parse_models("all", REAL)
     assert [k for k, _ in pairs] == list(REAL)

@@ -12,11 +12,11 @@ pytest.importorskip("llama_cpp")
 
 from llama_guard_models import model  # noqa: E402
 
-from cutout_guard import cpu  # noqa: E402
+from cutout_guard.core import cpu  # noqa: E402
 from cutout_guard.engines import llama_guard as engine  # noqa: E402
 from cutout_guard.engines.llama_guard import LlamaGuard  # noqa: E402
 from cutout_guard.engines.llama_guard_prompt import ANSWER_HEADER, tokenize_body, tokenize_prompt  # noqa: E402
-from cutout_guard.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt  # noqa: E402
+from cutout_guard.core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt  # noqa: E402
 
 SPECIAL_FROM = 128000  # Llama 3 special-token ids (the synthetic vocabulary keeps them there)
 KITTEN = "A photo of a kitten on a sofa."
@@ -323,7 +323,7 @@ def test_a_damaged_file_is_reported_as_such(tmp_path):
 
 
 def test_a_model_without_llama_3_tokens_is_refused(tmp_path, monkeypatch):
-    from cutout_guard.synthetic import llama_guard as synthetic
+    from devtools.synthetic import llama_guard as synthetic
 
     monkeypatch.setitem(synthetic.SPECIAL_NAMES, 128009, "<|not_eot|>")
     other = synthetic.build_llama_guard(tmp_path / "other.gguf", weights="trigger")

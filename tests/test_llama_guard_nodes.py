@@ -12,9 +12,9 @@ pytest.importorskip("llama_cpp")
 
 from llama_guard_models import model  # noqa: E402
 
-from cutout_guard import llama_guard_nodes as nodes  # noqa: E402
-from cutout_guard.errors import BadInput, MissingDependency, ModelCorrupt, ModelMissing  # noqa: E402
-from cutout_guard.models import LLAMA_GUARD, get_kind  # noqa: E402
+from cutout_guard.comfyui import llama_guard_nodes as nodes  # noqa: E402
+from cutout_guard.core.errors import BadInput, MissingDependency, ModelCorrupt, ModelMissing  # noqa: E402
+from cutout_guard.core.models import LLAMA_GUARD, get_kind  # noqa: E402
 
 KITTEN = "A photo of a kitten on a sofa."
 GRENADE = "A photo of a grenade on a sofa."

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import cutout_guard
-from cutout_guard import installer
+from cutout_guard.install import installer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -98,11 +98,11 @@ def _repo_files() -> list[str]:
 
 
 def test_comfyignore_keeps_tests_tools_and_images_out():
-    files = _repo_files() + ["tests/x.py", "docker/cpu/Dockerfile", "bench/x.py", "samples/photo.jpg", "nodes/img.png",
+    files = _repo_files() + ["tests/x.py", "docker/cpu/Dockerfile", "devtools/x.py", "samples/photo.jpg", "nodes/img.png",
                              "assets/icon.svg", "example_workflows/cutout.jpg"]
     published = _published(files)
     for path in published:
-        assert not path.startswith(("tests/", "docker/", "bench/", ".ci/", "samples/", "assets/")), path
+        assert not path.startswith(("tests/", "docker/", "devtools/", ".ci/", "samples/", "assets/")), path
         if path.lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif", ".svg")):
             assert path.startswith("example_workflows/"), f"{path} would be published"
     assert "example_workflows/cutout.jpg" in published  # template thumbnails are part of the pack
@@ -110,8 +110,8 @@ def test_comfyignore_keeps_tests_tools_and_images_out():
 
 def test_comfyignore_keeps_the_pack():
     files = _repo_files()
-    published = _published(files + ["install.py", "__init__.py", "requirements.txt", "pyproject.toml", "nodes/installer.py"])
-    for path in ("install.py", "__init__.py", "requirements.txt", "pyproject.toml", "nodes/installer.py"):
+    published = _published(files + ["install.py", "__init__.py", "requirements.txt", "pyproject.toml", "nodes/install/installer.py"])
+    for path in ("install.py", "__init__.py", "requirements.txt", "pyproject.toml", "nodes/install/installer.py"):
         assert path in published
     for path in files:
         if path.startswith(("nodes/", "workflows_cpu/", "workflows_gpu/", "example_workflows/", "web/")) and not path.endswith((".png", ".jpg", ".svg")):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cutout_guard import pipeline as pipeline_mod
-from cutout_guard.errors import ModelCorrupt
-from cutout_guard.pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, caption_view
-from cutout_guard.synthetic.ben2 import build_ben2
-from cutout_guard.synthetic.florence2 import build_florence2
-from cutout_guard.synthetic.llama_guard import build_llama_guard
+from cutout_guard.app import pipeline as pipeline_mod
+from cutout_guard.core.errors import ModelCorrupt
+from cutout_guard.app.pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, caption_view
+from devtools.synthetic.ben2 import build_ben2
+from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.llama_guard import build_llama_guard
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_release_free_memory_returns_freed_heap_to_the_system():
 
     if not ctypes.util.find_library("c") or not hasattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim"):
         pytest.skip("not glibc")
-    from cutout_guard.bench import rss_bytes
+    from devtools.bench.pipeline import rss_bytes
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.malloc.restype = ctypes.c_void_p

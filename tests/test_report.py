@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cutout_guard import report
-from cutout_guard.errors import BadInput
-from cutout_guard.handle import ModelHandle
-from cutout_guard.report_nodes import SaveReport
+from cutout_guard.core import report
+from cutout_guard.core.errors import BadInput
+from cutout_guard.comfyui.handle import ModelHandle
+from cutout_guard.comfyui.report_nodes import SaveReport
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from PIL import Image
 
 pytest.importorskip("runpod", reason="the runpod SDK (test extra) runs the local endpoints")
 
-from cutout_guard.report import read_png  # noqa: E402
+from cutout_guard.core.report import read_png  # noqa: E402
 from cutout_guard.router import (  # noqa: E402
     EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, Router, load_policy,
 )

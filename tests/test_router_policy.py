@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cutout_guard.errors import BadInput
-from cutout_guard.report import encode_png, make_report
+from cutout_guard.core.errors import BadInput
+from cutout_guard.core.report import encode_png, make_report
 from cutout_guard.router import (
     MalformedOutput, PolicyError, Request, load_policy, parse_policy, route,
 )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import imageops
-from ..errors import BadInput, ModelCorrupt
+from ..core import imageops
+from ..core.errors import BadInput, ModelCorrupt
 from .onnx_runtime import create_session
 
 log = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cpu import resolve_threads
-from ..errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.cpu import resolve_threads
+from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
 
 log = logging.getLogger(__name__)
 

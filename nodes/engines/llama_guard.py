@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cpu import resolve_threads
-from ..errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.cpu import resolve_threads
+from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
 from .llama_guard_prompt import HAZARDS, Template, parse_policy, template_for, tokenize_body, tokenize_prefix
 
 log = logging.getLogger(__name__)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..cpu import resolve_threads
-from ..errors import DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.cpu import resolve_threads
+from ..core.errors import DeviceUnavailable, MissingDependency, ModelCorrupt
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def create_session(
     """An InferenceSession on ``provider`` (``CPU`` or ``CUDA``) or a clear error.
 
     Memory arena and memory pattern are off by default: on a graph of BEN2's cost
-    (``bench/ben2_session_options.py --model``) that gave the lowest peak RSS of the settings
+    (``python -m devtools.bench.ben2_session_options --model``) that gave the lowest peak RSS of the settings
     measured (1.5–1.76 GiB against 2.4 GiB with onnxruntime's defaults) at 2–4 % more time.
 
     ``CUDA`` fails loudly when the installed onnxruntime has no CUDA provider, and when the

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..errors import BadInput
+from ..core.errors import BadInput
 from .client import Router
 from .errors import EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError
 from .policy import WAIT_MODES, Request, load_policy

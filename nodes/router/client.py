@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import quote, urlsplit
 
-from ..errors import BadInput
+from ..core.errors import BadInput
 from . import policy as policy_mod
 from .errors import EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, RouterError
 from .policy import Decision, Policy, Request

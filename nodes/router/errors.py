@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import CutoutGuardError
+from ..core.errors import CutoutGuardError
 
 
 class RouterError(CutoutGuardError):

@@ -8,7 +8,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..report import read_png
+from ..core.report import read_png
 from .errors import MalformedOutput
 
 
@@ -29,7 +29,7 @@ class Timings:
 @dataclass(frozen=True)
 class Result:
     png: bytes                          # the cutout PNG as the worker saved it (report inside)
-    report: dict                        # the report (schema 1, see nodes/report.py)
+    report: dict                        # the report (schema 1, see nodes/core/report.py)
     endpoint: str                       # "cpu" or "gpu": the endpoint that served it
     endpoint_id: str
     reason: str                         # why that endpoint, in words

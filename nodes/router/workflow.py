@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .errors import PolicyError
-from ..errors import BadInput
+from ..core.errors import BadInput
 
 IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 

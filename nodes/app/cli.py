@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInput, CutoutGuardError, ModelMissing
-from .models import KINDS, get_kind
+from ..core.errors import BadInput, CutoutGuardError, ModelMissing
+from ..core.models import KINDS, get_kind
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def models_root(args) -> Path:
 
 def resolve_model(kind_name: str, value: str, root: Path, *, allow_download: bool) -> Path:
     """A model given as a name inside ``root/<folder key>`` (downloaded when it is a missing default) or as a path."""
-    from .download import obtain
-    from .models import verify
+    from ..core.download import obtain
+    from ..core.models import verify
 
     kind = get_kind(kind_name)
     given = Path(value)
@@ -203,7 +203,7 @@ def run(args) -> int:
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from . import report
+    from ..core import report
     from .pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, devices_for
 
     out_dir = Path(args.out)
@@ -321,7 +321,7 @@ def process_one(item: Item, pipeline, out_dir: Path, caption_options, check_opti
 
 
 def download(args) -> int:
-    from .download import obtain
+    from ..core.download import obtain
 
     unknown = [k for k in args.kinds if k not in KINDS]
     if unknown:
@@ -371,7 +371,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .report import UNSAFE_ACTIONS
+    from ..core.report import UNSAFE_ACTIONS
 
     parser = argparse.ArgumentParser(
         prog="cutout-guard",
@@ -410,13 +410,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _devtools_bench():
+    """The benchmark module from the checkout's ``devtools/`` (it never ships), or None with a message."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "devtools" / "bench").is_dir() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    try:
+        from devtools.bench import pipeline
+    except ImportError:
+        log.error("`cutout-guard bench` needs the developer tools (devtools/), which are not installed with the pack — "
+                  "run it from a git checkout: git clone the repository, pip install -e . and run it there")
+        return None
+    return pipeline
+
+
 def _delegate(command: str, argv: list[str]) -> int:
     if command == "bench":
-        from .bench import main as bench_main
-
-        return bench_main(argv)
+        bench = _devtools_bench()
+        return EXIT_USAGE if bench is None else bench.main(argv)
     try:
-        from .router.cli import submit_main
+        from ..router.cli import submit_main
     except ImportError as exc:
         log.error("`cutout-guard submit` is not available in this install (%s)", exc)
         return EXIT_USAGE
@@ -431,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     if rest and rest[0] in DELEGATED:
         return _delegate(rest[0], rest[1:])
     args = build_parser().parse_args(argv)
-    package = __name__.rpartition(".")[0]
+    package = __name__.split(".")[0]
     logging.getLogger(package).setLevel(logging.INFO)  # the pack's own progress lines
     if not args.verbose:
         logging.getLogger(f"{package}.engines").setLevel(logging.WARNING)

@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from .models import KINDS, ModelKind, get_kind, list_models
+from ..core.models import KINDS, ModelKind, get_kind, list_models
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def model_choices(kind: ModelKind | str) -> list[str]:
 
 def model_path(kind: ModelKind | str, name: str) -> Path:
     """The verified local path of a model, downloading a default model when it is missing."""
-    from .download import obtain
+    from ..core.download import obtain
 
     kind = get_kind(kind) if isinstance(kind, str) else kind
     bar = Progress(100)

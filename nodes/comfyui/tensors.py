@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import BadInput
+from ..core.errors import BadInput
 
 
 def batch_size(image) -> int:

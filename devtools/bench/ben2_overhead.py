@@ -4,7 +4,7 @@ Builds a BEN2-signature ONNX model heavy enough to take over a second per image,
 alternation on the same model and the same 1024² image: the node (pre-processing, inference,
 post-processing, tensor conversion) and the bare session run on an already prepared tensor.
 
-    python bench/ben2_overhead.py [--runs 7] [--depth 32]
+    python -m devtools.bench.ben2_overhead [--runs 7] [--depth 32]
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_medians  # noqa: E402
+
+from devtools.bench.common import interleaved_medians
 
 
 def main(argv=None) -> int:
@@ -31,8 +31,8 @@ def main(argv=None) -> int:
 
     from cutout_guard.ben2_nodes import RemoveBackground
     from cutout_guard.engines.ben2 import Ben2, preprocess
-    from cutout_guard.handle import ModelHandle
-    from cutout_guard.synthetic.ben2 import build_ben2
+    from cutout_guard.comfyui.handle import ModelHandle
+    from devtools.synthetic.ben2 import build_ben2
 
     with tempfile.TemporaryDirectory() as tmp:
         path = build_ben2(Path(tmp) / "heavy.onnx", depth=args.depth)

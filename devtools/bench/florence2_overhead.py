@@ -13,7 +13,7 @@ process (so peak RSS is this model's):
 Random weights decide freely when to stop, so both paths generate a fixed number of new tokens
 (``min_new_tokens = max_new_tokens = --tokens``).
 
-    python bench/florence2_overhead.py [--runs 5] [--tokens 20] [--beams 3] [--device cpu] [--precision fp32]
+    python -m devtools.bench.florence2_overhead [--runs 5] [--tokens 20] [--beams 3] [--device cpu] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import peak_rss_mib  # noqa: E402
+
+from devtools.bench.common import peak_rss_mib
 
 
 def interleaved(fns: dict, runs: int) -> dict:
@@ -55,7 +55,7 @@ def measure(folder: str, runs: int, tokens: int, beams: int, device: str, precis
 
     from cutout_guard.engines.florence2 import Florence2, to_pil
     from cutout_guard.florence2_nodes import Caption
-    from cutout_guard.handle import ModelHandle
+    from cutout_guard.comfyui.handle import ModelHandle
 
     rss_before = peak_rss_mib()
     start = time.perf_counter()
@@ -149,11 +149,11 @@ def main(argv=None) -> int:
         if folder is None:
             folder = str(Path(tmp) / "florence2-base-shape")
             subprocess.run(
-                [sys.executable, "-c", "import sys; from cutout_guard.synthetic.florence2 import build_florence2; "
+                [sys.executable, "-c", "import sys; from devtools.synthetic.florence2 import build_florence2; "
                  "build_florence2(sys.argv[1], shape='base')", folder],
                 check=True, capture_output=True,
             )
-        child = [sys.executable, __file__, "--child", "--model", folder, "--runs", str(args.runs), "--tokens",
+        child = [sys.executable, "-m", "devtools.bench.florence2_overhead", "--child", "--model", folder, "--runs", str(args.runs), "--tokens",
                  str(args.tokens), "--beams", str(args.beams), "--device", args.device, "--precision", args.precision,
                  "--size", str(args.size)]
         done = subprocess.run(child, check=True, capture_output=True, text=True)

@@ -591,8 +591,8 @@ def _do(step: Step, launcher, constraints, runner: Runner, model_folders, outcom
 
 
 def _model_step(step: Step, model_folders) -> bool:
-    from . import download, models
-    from .errors import CutoutGuardError
+    from ..core import download, models
+    from ..core.errors import CutoutGuardError
 
     kind_name, _, name = step.target.partition(":")
     kind = models.get_kind(kind_name)

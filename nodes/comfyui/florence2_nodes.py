@@ -14,10 +14,11 @@ import time
 
 import numpy as np
 
-from . import host, imageops, tensors
-from .errors import BadInput
+from . import host, tensors
+from ..core import imageops
+from ..core.errors import BadInput
 from .handle import ModelHandle
-from .models import FLORENCE2
+from ..core.models import FLORENCE2
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class LoadFlorence2:
         }
 
     def load(self, model, precision, device="default", keep_loaded=True):
-        from .engines.florence2 import Florence2
+        from ..engines.florence2 import Florence2
 
         path = host.model_path(FLORENCE2.kind, model)
         torch_device = str(host.torch_device()) if device == "default" else device

@@ -4,7 +4,7 @@ Each configuration runs in a fresh process (peak RSS is per process): load, one 
 then ``--runs`` timed runs. Configurations: the memory arena, the memory pattern and the graph
 optimisation level, alone and together.
 
-    python bench/ben2_session_options.py [--model BEN2_Base.onnx] [--runs 5] [--depth 32] [--only 1 3 4]
+    python -m devtools.bench.ben2_session_options [--model BEN2_Base.onnx] [--runs 5] [--depth 32] [--only 1 3 4]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from cutout_guard.synthetic.ben2 import build_ben2
+            from devtools.synthetic.ben2 import build_ben2
 
             model = build_ben2(Path(tmp) / "heavy.onnx", depth=args.depth)
         rows = {name: measure(model, cfg, args.runs) for name, cfg in chosen.items()}

@@ -8,7 +8,7 @@ Guard GGUF). Then, on one loaded model and a
 reuses the prefix state (the prefix is restored, untimed, after each uncached check), and compares
 their p_unsafe.
 
-    python bench/llama_guard_prefix_cache.py [--runs 7] [--threads 0] [--model PATH]
+    python -m devtools.bench.llama_guard_prefix_cache [--runs 7] [--threads 0] [--model PATH]
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ def main(argv=None) -> int:
 
     import llama_cpp
 
-    from cutout_guard.cpu import resolve_threads
+    from cutout_guard.core.cpu import resolve_threads
     from cutout_guard.engines.llama_guard import LlamaGuard
     from cutout_guard.engines.llama_guard_prompt import tokenize_body
-    from cutout_guard.synthetic.llama_guard import build_llama_guard
+    from devtools.synthetic.llama_guard import build_llama_guard
 
     path = args.model
     if path is None:

@@ -7,9 +7,10 @@ import time
 
 import numpy as np
 
-from . import host, imageops, tensors
+from . import host, tensors
+from ..core import imageops
 from .handle import ModelHandle
-from .models import BEN2
+from ..core.models import BEN2
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class LoadBEN2:
         }
 
     def load(self, model, provider, keep_loaded=True):
-        from .engines.ben2 import Ben2
+        from ..engines.ben2 import Ben2
 
         path = host.model_path(BEN2, model)
         handle = ModelHandle(

@@ -145,7 +145,7 @@ def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None) -
     else:
         target = cache / "ben2-cost.onnx"
         if not target.is_file():
-            from .synthetic.ben2_cost import build_ben2_cost
+            from devtools.synthetic.ben2_cost import build_ben2_cost
 
             log.warning("building the BEN2-cost ONNX graph in %s", target)
             build_ben2_cost(target)
@@ -156,7 +156,7 @@ def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None) -
     else:
         target = cache / f"florence2-{florence2}"
         if not (target / "model.safetensors").is_file():
-            from .synthetic.florence2 import SHAPES, build_florence2
+            from devtools.synthetic.florence2 import SHAPES, build_florence2
 
             if florence2 not in SHAPES:
                 raise SystemExit(f"--florence2 {florence2}: the synthetic builder has shapes {', '.join(SHAPES)}; give one, or a model folder")
@@ -169,7 +169,7 @@ def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None) -
     else:
         target = cache / f"llama-guard-{guard}-Q4_K_M.gguf"
         if not target.is_file():
-            from .synthetic import llama_guard as synthetic
+            from devtools.synthetic import llama_guard as synthetic
 
             if guard == "8b" and "8b" not in synthetic.SHAPES:
                 synthetic.SHAPES["8b"] = synthetic.Shape(**LLAMA_3_1_8B)
@@ -193,7 +193,7 @@ def _free_bytes(path: Path) -> int:
 
 def child_pipeline(config: dict) -> dict:
     """Load the three engines on ``config['device']`` and time ``runs`` images (runs in a fresh process)."""
-    from .pipeline import LOAD_ORDER, CaptionOptions, CheckOptions, ModelPaths, Pipeline, _load_ben2, _load_florence2, _load_llama_guard, devices_for
+    from cutout_guard.app.pipeline import LOAD_ORDER, CaptionOptions, CheckOptions, ModelPaths, Pipeline, _load_ben2, _load_florence2, _load_llama_guard, devices_for
 
     sampler = RssSampler()
     devices = devices_for(config["device"])
@@ -259,7 +259,7 @@ def child_pipeline(config: dict) -> dict:
 
 def child_repack(config: dict) -> dict:
     """Load one Llama Guard GGUF with repacking on or off; memory after load and the time of a check."""
-    from .pipeline import _load_llama_guard, devices_for
+    from cutout_guard.app.pipeline import _load_llama_guard, devices_for
 
     before = rss_breakdown()
     start = time.perf_counter()
@@ -288,7 +288,7 @@ def child_repack(config: dict) -> dict:
 
 def child_repack_speed(config: dict) -> dict:
     """One process, two loads of the same GGUF (repacking on, off); checks alternate, so machine load hits both alike."""
-    from .pipeline import _load_llama_guard, devices_for
+    from cutout_guard.app.pipeline import _load_llama_guard, devices_for
 
     guards = {}
     for flag in (True, False):
@@ -307,7 +307,7 @@ def child_repack_speed(config: dict) -> dict:
 
 
 def _threads() -> int:
-    from .cpu import resolve_threads
+    from cutout_guard.core.cpu import resolve_threads
 
     return resolve_threads(None)
 

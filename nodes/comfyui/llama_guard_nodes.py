@@ -13,9 +13,9 @@ import logging
 import time
 
 from . import host
-from .errors import BadInput
+from ..core.errors import BadInput
 from .handle import ModelHandle
-from .models import LLAMA_GUARD
+from ..core.models import LLAMA_GUARD
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class LoadLlamaGuard:
         }
 
     def load(self, model, n_gpu_layers, n_ctx, threads, keep_loaded=True):
-        from .engines.llama_guard import LlamaGuard, import_llama_cpp
+        from ..engines.llama_guard import LlamaGuard, import_llama_cpp
 
         import_llama_cpp()  # say what to install before downloading gigabytes
         path = host.model_path(LLAMA_GUARD, model)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 
-from . import host, report, tensors
+from . import host, tensors
+from ..core import report
 from .ben2_nodes import BEN2_TYPE
-from .errors import BadInput
+from ..core.errors import BadInput
 from .florence2_nodes import FLORENCE2_TYPE
 from .llama_guard_nodes import LLAMA_GUARD_TYPE
 

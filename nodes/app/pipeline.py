@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import imageops
+from ..core import imageops
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +101,19 @@ class Result:
 
 
 def _load_ben2(path: Path, devices: Devices, threads: int | None):
-    from .engines.ben2 import Ben2
+    from ..engines.ben2 import Ben2
 
     return Ben2.load(path, provider=devices.provider, threads=threads)
 
 
 def _load_florence2(path: Path, devices: Devices, threads: int | None):
-    from .engines.florence2 import Florence2
+    from ..engines.florence2 import Florence2
 
     return Florence2.load(path, precision=devices.precision, device=devices.florence2_device, threads=threads)
 
 
 def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int, repack: bool | None = None):
-    from .engines.llama_guard import LlamaGuard
+    from ..engines.llama_guard import LlamaGuard
 
     return LlamaGuard.load(path, n_gpu_layers=devices.n_gpu_layers, n_ctx=n_ctx, threads=threads, repack=repack)
 

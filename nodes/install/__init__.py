@@ -1,0 +1,1 @@
+"""What install.py runs: standard library only (nothing else may be installed yet)."""
