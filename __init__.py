@@ -1,8 +1,14 @@
-"""ComfyUI entry point of the Cutout Guard node pack (ComfyUI loads this folder as a module)."""
+"""ComfyUI entry point of the Cutout Guard node pack (ComfyUI loads this folder as a package).
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
-from .nodes.comfyui.host import register_model_folders
+Imported as a lone file instead — pytest does that with a checkout's root whose folder name is
+not a Python name, e.g. ``cutout-guard`` — there is no package to load the nodes from, and
+nothing is registered.
+"""
 
-register_model_folders()
+if __package__:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
+    from .nodes.comfyui.host import register_model_folders
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+    register_model_folders()
+
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

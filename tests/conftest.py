@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,32 @@ TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
 
 from hubserver import HubServer  # noqa: E402
+
+
+PEAK = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)      # a Wednesday noon, UTC
+OFF_PEAK = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
+
+
+@pytest.fixture(autouse=True)
+def no_wall_clock(monkeypatch):
+    """Routing depends on the hour (off-peak windows), so no test may route by the wall clock: a
+    test pins the time (``now=``, ``--at``) or takes ``wall_clock`` (the clock set to an hour)."""
+    from cutout_guard.router import policy
+
+    def refuse():
+        raise AssertionError("this test routed by the wall clock: pin the time (now=, --at) or use the "
+                             "wall_clock fixture")
+
+    monkeypatch.setattr(policy, "utc_now", refuse)
+
+
+@pytest.fixture(params=[PEAK, OFF_PEAK], ids=["peak", "off-peak"])
+def wall_clock(request, monkeypatch):
+    """The router's wall clock stopped at a peak and at an off-peak hour (the test runs at both)."""
+    from cutout_guard.router import policy
+
+    monkeypatch.setattr(policy, "utc_now", lambda: request.param)
+    return request.param
 
 
 @pytest.fixture

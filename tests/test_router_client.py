@@ -610,7 +610,8 @@ def test_submit_command(gateway, tmp_path, monkeypatch, capsys):
     path = write_policy(tmp_path, gateway)
     out = tmp_path / "out" / "cat_cutout.png"
     out.parent.mkdir()
-    assert submit_main([str(image), "--tier", "paid", "--urgent", "--policy", str(path), "--out", str(out), "--json"]) == 0
+    assert submit_main([str(image), "--tier", "paid", "--urgent", "--policy", str(path), "--out", str(out), "--json",
+                        "--at", NOON.isoformat()]) == 0
     captured = capsys.readouterr()
     try:
         printed = json.loads(captured.out)
@@ -621,13 +622,51 @@ def test_submit_command(gateway, tmp_path, monkeypatch, capsys):
     assert printed["caption"] == read_png(out)["caption"]
 
     monkeypatch.chdir(tmp_path)
-    assert submit_main([str(image), "--tier", "free", "--policy", str(path)]) == 0
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path), "--at", "2026-11-25T12:00Z"]) == 0
     text = capsys.readouterr().out
     assert "served by cpu" in text and "rule 'free'" in text and "verdict: safe" in text
     assert (tmp_path / "cat_cutout.png").is_file()
 
-    assert submit_main([str(image), "--tier", "paid", "--policy", str(path), "--route-only"]) == 0
+    assert submit_main([str(image), "--tier", "paid", "--policy", str(path), "--route-only", "--at", "2026-11-25T12:00"]) == 0
     assert capsys.readouterr().out.startswith("gpu: rule 'paid'")
+
+
+@pytest.mark.parametrize(("at", "moment", "rule"), [
+    ("2026-11-25T12:00", NOON, "free"),                # peak hours, UTC without an offset
+    ("2026-11-25T23:30Z", NIGHT, "off-peak"),          # inside the default 22:00-07:00 window
+    ("2026-11-26T00:30+01:00", NIGHT, "off-peak"),     # the same instant written in another zone
+    ("2026-11-25T13:00+01:00", NOON, "free"),
+])
+def test_submit_at_decides_at_that_time(gateway, tmp_path, monkeypatch, capsys, at, moment, rule):
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    image = tmp_path / "cat.png"
+    image.write_bytes(photo())
+    path = write_policy(tmp_path, gateway)
+    out = tmp_path / "cat_cutout.png"
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path), "--out", str(out), "--at", at]) == 0
+    text = capsys.readouterr().out
+    assert "served by cpu" in text and f"rule '{rule}'" in text
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path), "--route-only", "--json", "--at", at]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["route"][0].startswith(f"rule '{rule}'")
+    assert printed["at"] == moment.isoformat()
+
+
+def test_submit_without_at_decides_at_the_clock(wall_clock, gateway, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    path = write_policy(tmp_path, gateway)
+    assert submit_main([str(tmp_path / "unused.png"), "--tier", "free", "--policy", str(path), "--route-only",
+                        "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    expected = "off-peak" if wall_clock == NIGHT else "free"
+    assert printed["route"][0].startswith(f"rule '{expected}'")
+    assert datetime.fromisoformat(printed["at"]) == wall_clock
+
+
+def test_bad_at_is_a_usage_error(gateway, tmp_path, capsys):
+    path = write_policy(tmp_path, gateway)
+    assert submit_main([str(tmp_path / "cat.png"), "--tier", "free", "--policy", str(path), "--at", "tonight"]) == 2
+    assert "'tonight' is not ISO 8601" in capsys.readouterr().err
 
 
 def test_submit_command_exit_codes(gateway, tmp_path, monkeypatch, capsys):
@@ -635,7 +674,8 @@ def test_submit_command_exit_codes(gateway, tmp_path, monkeypatch, capsys):
     image = tmp_path / "cat.png"
     image.write_bytes(photo())
     path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="fail"))
-    assert submit_main([str(image), "--tier", "free", "--policy", str(path)]) == 4
+    at = ["--at", NOON.isoformat()]
+    assert submit_main([str(image), "--tier", "free", "--policy", str(path), *at]) == 4
     assert "worker: Job processing failed" in capsys.readouterr().err
-    assert submit_main([str(image), "--tier", "gold", "--policy", str(path)]) == 2
-    assert submit_main([str(tmp_path / "missing.png"), "--tier", "free", "--policy", str(path)]) == 2
+    assert submit_main([str(image), "--tier", "gold", "--policy", str(path), *at]) == 2
+    assert submit_main([str(tmp_path / "missing.png"), "--tier", "free", "--policy", str(path), *at]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -17,10 +18,12 @@ from PIL import Image
 from cutout_guard.core.errors import BadInput
 from cutout_guard.core.report import encode_png, make_report
 from cutout_guard.router import (
-    MalformedOutput, PolicyError, Request, load_policy, parse_policy, route,
+    MalformedOutput, PolicyError, Request, Router, load_policy, parse_policy, route,
 )
 from cutout_guard.router.client import worker_errors
-from cutout_guard.router.policy import REPO_ROOT, fallback_for, first_match, is_off_peak, overflow, queues_needed
+from cutout_guard.router.policy import (
+    REPO_ROOT, fallback_for, first_match, is_off_peak, overflow, parse_time, queues_needed,
+)
 from cutout_guard.router.result import report_image
 from cutout_guard.router.workflow import load_workflow, payload, upload_name, with_image
 
@@ -152,6 +155,60 @@ def test_naive_time_is_utc_and_all_day_window():
     policy = policy_with('[off_peak]\nwindows = ["00:00-24:00"]\n')
     assert is_off_peak(policy, datetime(2026, 1, 1, 23, 59))
     assert not is_off_peak(policy_with('[off_peak]\nwindows = []\n'), at(3))
+
+
+# ----------------------------------------------------------------------------- the decision time
+
+
+def test_router_decides_at_the_time_it_is_given():
+    r = Router(load_policy(), env={})                    # free requests need no endpoint id (no queue check)
+    free = Request("free")
+    assert r.decide(free, now=at(12)).rule == "free" and r.decide(free, now=at(23)).rule == "off-peak"
+    pinned = Router(load_policy(), env={}, now=at(23))
+    decision = pinned.decide(free)
+    assert decision.rule == "off-peak" and decision.at == at(23)
+    assert pinned.decide(free, now=at(12)).rule == "free"   # a decision's own now comes first
+    times = iter([at(12), at(23), at(6, 59), at(7)])
+    ticking = Router(load_policy(), env={}, now=lambda: next(times))  # asked once per decision
+    assert [ticking.decide(free).rule for _ in range(4)] == ["free", "off-peak", "off-peak", "free"]
+
+
+def test_decision_time_is_utc_and_a_naive_time_is_utc():
+    decision = first_match(load_policy(), Request("free"), datetime(2026, 11, 25, 23, 30))
+    assert decision.rule == "off-peak" and decision.at == at(23, 30) and decision.at.tzinfo == timezone.utc
+    berlin = datetime.fromisoformat("2026-11-26T00:30+01:00")
+    assert first_match(load_policy(), Request("free"), berlin).at == at(23, 30)
+
+
+@pytest.mark.parametrize(("text", "moment"), [
+    ("2026-11-25T23:30", at(23, 30)),
+    ("2026-11-25T23:30:00Z", at(23, 30)),
+    ("2026-11-25 23:30z", at(23, 30)),
+    ("2026-11-26T08:30+09:00", at(23, 30)),
+])
+def test_parse_time(text, moment):
+    parsed = parse_time(text)
+    assert parsed == moment and parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["", "tonight", "23:30", "2026-13-01T00:00"])
+def test_parse_time_refuses_what_is_not_iso(text):
+    with pytest.raises(PolicyError, match="not ISO 8601 — write e.g. 2026-11-25T23:30"):
+        parse_time(text)
+
+
+def test_the_host_time_zone_changes_nothing():
+    """``--at`` without an offset is UTC whatever zone the machine is set to."""
+    seen = set()
+    for zone in ("UTC", "Pacific/Kiritimati", "America/Los_Angeles"):
+        done = subprocess.run(
+            [sys.executable, "-m", "cutout_guard", "submit", "photo.png", "--tier", "free", "--route-only", "--json",
+             "--at", "2026-11-25T23:30"],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "TZ": zone})
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        seen.add((printed["at"], printed["route"][0].split(" (")[0]))
+    assert seen == {("2026-11-25T23:30:00+00:00", "rule 'off-peak'")}
 
 
 # ----------------------------------------------------------------------------- overflow

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.errors import BadInput
 from .client import Router
 from .errors import EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError
-from .policy import WAIT_MODES, Request, load_policy
+from .policy import WAIT_MODES, Request, load_policy, parse_time
 
 EXIT = ((PolicyError, 2), (BadInput, 2), (JobTimeout, 5), (JobFailed, 4), (EndpointUnreachable, 3),
         (MalformedOutput, 6))
@@ -41,6 +41,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                              "the report JSON goes beside it")
     parser.add_argument("--wait", choices=WAIT_MODES, help="run + status polling, or runsync (default: the policy's)")
     parser.add_argument("--base-url", help="RunPod API base URL (default: the policy's, https://api.runpod.ai/v2)")
+    parser.add_argument("--at", metavar="TIME",
+                        help="decide as if it were TIME, ISO 8601 (2026-11-25T23:30, UTC without an offset; "
+                             "default: now) — for a reproducible decision")
     parser.add_argument("--route-only", action="store_true", help="print the routing decision and stop")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("-v", "--verbose", action="store_true", help="log the routing steps")
@@ -59,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy)
         if args.base_url:
             policy = dataclasses.replace(policy, base_url=args.base_url.rstrip("/"))
-        router = Router(policy)
+        router = Router(policy, now=parse_time(args.at) if args.at else None)
         if args.route_only:
             decision = router.decide(Request(tier=args.tier, urgent=args.urgent))
             if args.json:
                 print(json.dumps({"endpoint": decision.endpoint, "reason": decision.reason,
-                                  "route": list(decision.steps)}, ensure_ascii=False, indent=2))
+                                  "route": list(decision.steps), "at": decision.at.isoformat()},
+                                 ensure_ascii=False, indent=2))
             else:
                 print(f"{decision.endpoint}: " + "; ".join(decision.steps))
             return 0

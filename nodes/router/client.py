@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 from urllib.parse import quote, urlsplit
@@ -336,14 +336,18 @@ class Router:
     """Sends one image to the endpoint the policy picks and returns a ``Result``.
 
     ``api_key`` and the endpoint ids default to the environment (``env``, default ``os.environ``)
-    under the names the policy gives. Client options (``retries``, ``backoff_s``,
+    under the names the policy gives. ``now`` is the time rules are evaluated at: a datetime
+    (every decision at that time), a function returning one (asked at each decision), or None
+    for the wall clock; ``decide``/``submit`` take a ``now`` of their own too. Client options (``retries``, ``backoff_s``,
     ``poll_interval_s``, ...) pass through to each ``EndpointClient``.
     """
 
     def __init__(self, policy: Policy | None = None, *, api_key: str | None = None,
-                 env: Mapping[str, str] | None = None, **client_options: Any):
+                 env: Mapping[str, str] | None = None, now: datetime | Callable[[], datetime] | None = None,
+                 **client_options: Any):
         self.policy = policy or policy_mod.load_policy()
         self.env = os.environ if env is None else env
+        self._now = now
         self._api_key = api_key
         self._options = client_options
         self._clients: dict[str, EndpointClient] = {}
@@ -362,10 +366,16 @@ class Router:
             return endpoint.url
         return endpoint.endpoint_id(self.env)
 
+    def now(self) -> datetime:
+        """The time a decision made now is made at (the ``now`` given, else the wall clock)."""
+        if self._now is None:
+            return policy_mod.utc_now()
+        return self._now() if callable(self._now) else self._now
+
     def decide(self, request: Request, *, now: datetime | None = None) -> Decision:
-        """The endpoint for ``request``: first matching rule, then overflow by queue length."""
-        now = now or datetime.now(timezone.utc)
-        decision = policy_mod.first_match(self.policy, request, now)
+        """The endpoint for ``request`` at ``now`` (default: the router's ``now``): first matching
+        rule, then overflow by queue length."""
+        decision = policy_mod.first_match(self.policy, request, now or self.now())
         queues: dict[str, int | None] = {}
         for name in policy_mod.queues_needed(self.policy, decision):
             client = self.client(name)  # a missing endpoint id or key is an error, not an unknown queue

@@ -9,6 +9,9 @@ does the network calls. Order of evaluation:
 2. Overflow: if the chosen endpoint has ``max_queue`` and its ``/health`` ``jobs.inQueue`` is over
    it, and the other endpoint's queue is within its own limit (or it has none), use the other.
 
+The time a decision is made at is an input like the request: ``now`` (``utc_now()``, the wall
+clock, only where a caller leaves it out; ``parse_time`` reads the ``--at`` form).
+
 Endpoint ids and the API key come from the environment (``id_env``, ``api_key_env``). What a
 file leaves out comes from ``DEFAULT_POLICY``; an ``[endpoints.*]`` table the file writes replaces
 the built-in one (its optional keys ``max_queue``, ``price_per_second``, ``id``, ``url``,
@@ -203,6 +206,7 @@ class Decision:
     reason: str                   # the last step, in words
     rule: str | None = None       # name of the rule that matched, None for the default
     steps: tuple[str, ...] = ()   # every step taken, in order
+    at: datetime | None = None    # the time the rules were evaluated at (UTC)
 
     def then(self, endpoint: str, reason: str) -> "Decision":
         return replace(self, endpoint=endpoint, reason=reason, steps=self.steps + (reason,))
@@ -211,11 +215,33 @@ class Decision:
 # --------------------------------------------------------------------------- evaluation
 
 
+def utc_now() -> datetime:
+    """The wall clock in UTC: the decision time when a caller gives none."""
+    return datetime.now(timezone.utc)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``2026-11-25T23:30``, ``…+01:00``, ``…Z``) as an aware datetime; one
+    without an offset is UTC, as everywhere in the policy."""
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise PolicyError(f"time {text!r} is not ISO 8601 — write e.g. 2026-11-25T23:30 (UTC) "
+                          "or 2026-11-25T23:30+01:00") from None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def as_utc(now: datetime) -> datetime:
+    """``now`` as an aware UTC time (a naive ``now`` is taken as UTC, never as the host's zone)."""
+    return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+
+
 def local_time(policy: Policy, now: datetime) -> datetime:
     """``now`` in the policy's time zone (a naive ``now`` is taken as UTC)."""
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=timezone.utc)
-    return now.astimezone(_zone(policy.timezone))
+    return as_utc(now).astimezone(_zone(policy.timezone))
 
 
 def is_off_peak(policy: Policy, now: datetime) -> bool:
@@ -226,13 +252,14 @@ def is_off_peak(policy: Policy, now: datetime) -> bool:
 def first_match(policy: Policy, request: Request, now: datetime) -> Decision:
     """Step 1: the first rule that matches, else the default endpoint."""
     check_request(policy, request)
-    off_peak_now = is_off_peak(policy, now)
+    at = as_utc(now)
+    off_peak_now = is_off_peak(policy, at)
     for rule in policy.rules:
         if rule.matches(request, off_peak_now):
             reason = f"rule '{rule.name}' ({rule.describe()}) → {rule.use}"
-            return Decision(rule.use, reason, rule.name, (reason,))
+            return Decision(rule.use, reason, rule.name, (reason,), at)
     reason = f"no rule matched → default {policy.default}"
-    return Decision(policy.default, reason, None, (reason,))
+    return Decision(policy.default, reason, None, (reason,), at)
 
 
 def queues_needed(policy: Policy, decision: Decision) -> tuple[str, ...]:
