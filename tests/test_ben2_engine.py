@@ -59,8 +59,17 @@ def test_matte_matches_numpy_reference(model_paths, shape):
 
 def test_raw_map_is_the_probability(model_paths):
     rgb = photo(50, 70, seed=3)
-    alpha = Ben2.load(model_paths["float32"]).matte(rgb, normalize=False)
+    alpha = Ben2.load(model_paths["float32"]).matte(rgb, mask_values="raw")
     np.testing.assert_allclose(alpha, expected_alpha(rgb, normalize=False), atol=2e-4)
+
+
+def test_unknown_mask_values_is_refused_before_running(model_paths):
+    from cutout_guard.core.errors import BadInput
+
+    model = Ben2.load(model_paths["float32"])
+    model.infer = None  # the model must not run
+    with pytest.raises(BadInput, match="mask_values must be one of normalized, raw"):
+        model.matte(photo(8, 8), mask_values="stretched")
 
 
 def test_float16_output_is_cast_to_float32(model_paths):

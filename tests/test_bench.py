@@ -91,10 +91,25 @@ def test_rss_sampler_sees_a_short_allocation():
     assert busy["peak_mib"] - quiet["peak_mib"] > 200
 
 
-def test_repack_child_loads_with_either_setting(tiny):
-    for flag in (True, False):
-        result = bench.child_repack({"path": tiny["llama_guard"], "repack": flag, "runs": 1, "warmup": 0, "threads": 1})
-        assert result["repack"] is flag and result["check_median_s"] > 0 and result["load_peak_rss_mib"] > 0
+def test_repack_child_reports_the_copy_llama_cpp_made(tmp_path):
+    """The child reads llama.cpp's own log: repacking off makes no repacked copy; on makes one where
+    llama.cpp repacks by default (AVX2), the same size as a plain load's."""
+    import llama_cpp
+
+    from devtools.bench.common import llama_log, repacked_mib
+
+    q4_0 = build_llama_guard(tmp_path / "q4_0.gguf", shape="tiny", quantize="Q4_0")
+    with llama_log() as lines:
+        llama_cpp.Llama(model_path=str(q4_0), n_ctx=512, verbose=False).close()
+    default = repacked_mib(lines)
+    results = {flag: bench.child_repack({"path": str(q4_0), "repack": flag, "runs": 1, "warmup": 0, "threads": 1}) for flag in (True, False)}
+    assert results[False]["repacked_mib"] == 0
+    assert results[True]["repacked_mib"] == default
+    if " avx2" in open("/proc/cpuinfo").read():
+        assert default > 0
+
+
+def test_repack_speed_child_alternates(tiny):
     speed = bench.child_repack_speed({"path": tiny["llama_guard"], "runs": 2, "warmup": 0, "threads": 1})
     assert len(speed["on_runs_s"]) == len(speed["off_runs_s"]) == 2
     assert speed["off_over_on"] == pytest.approx(speed["off_median_s"] / speed["on_median_s"])

@@ -117,11 +117,6 @@ class RssSampler:
         self._thread.join()
 
 
-# ----------------------------------------------------------------------------- llama.cpp repacking
-
-
-
-
 # ----------------------------------------------------------------------------- models
 
 
@@ -192,27 +187,32 @@ def _free_bytes(path: Path) -> int:
 
 
 def child_pipeline(config: dict) -> dict:
-    """Load the three engines on ``config['device']`` and time ``runs`` images (runs in a fresh process)."""
-    from cutout_guard.app.pipeline import LOAD_ORDER, CaptionOptions, CheckOptions, ModelPaths, Pipeline, _load_ben2, _load_florence2, _load_llama_guard, devices_for
+    """Load the three engines on ``config['device']`` and time ``runs`` images (runs in a fresh process).
+
+    The pipeline runs as the command line runs it; the ``around`` hook adds a peak-RSS window to
+    each load and each stage.
+    """
+    from cutout_guard.app.pipeline import LOAD_ORDER, CaptionOptions, ModelPaths, Pipeline, devices_for
 
     sampler = RssSampler()
     devices = devices_for(config["device"])
     threads = config.get("threads") or None
     paths = ModelPaths(*(Path(config["paths"][k]) for k in ("ben2", "florence2", "llama_guard")))
-    loads: dict[str, dict] = {}
-    engines = {}
-    loaders = {
-        "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, 2048, config.get("repack")),
-        "florence2": lambda: _load_florence2(paths.florence2, devices, threads),
-        "ben2": lambda: _load_ben2(paths.ben2, devices, threads),
-    }
-    for name in config.get("load_order") or LOAD_ORDER:
+    peaks: dict[str, float] = {}
+    after_load: dict[str, dict] = {}
+
+    @contextlib.contextmanager
+    def around(name: str):
         with sampler.window() as window:
-            start = time.perf_counter()
-            engines[name] = loaders[name]()
-            seconds = time.perf_counter() - start
-        loads[name] = {"seconds": seconds, "peak_mib": window["peak_mib"], "rss_after_mib": rss_breakdown()}
-    pipe = Pipeline(engines["ben2"], engines["florence2"], engines["llama_guard"], paths=paths, devices=devices, load_seconds={k: v["seconds"] for k, v in loads.items()})
+            yield
+        peaks[name] = window["peak_mib"]
+        if name in LOAD_ORDER:
+            after_load[name] = rss_breakdown()
+
+    pipe = Pipeline.load(paths, devices=devices, threads=threads, repack=config.get("repack"),
+                         order=tuple(config.get("load_order") or LOAD_ORDER), around=around)
+    loads = {name: {"seconds": pipe.load_seconds[name], "peak_mib": peaks[name], "rss_after_mib": after_load[name]}
+             for name in pipe.load_seconds}
     pipe.trim_memory = config.get("trim", True)
     tokens = config["caption_tokens"]
     caption_options = CaptionOptions(task="<CAPTION>", max_new_tokens=tokens, min_new_tokens=tokens, num_beams=config["num_beams"])
@@ -220,21 +220,11 @@ def child_pipeline(config: dict) -> dict:
 
     runs = []
     for index in range(config["warmup"] + config["runs"]):
-        record: dict = {}
         start = time.perf_counter()
-        with sampler.window() as w:
-            cutout, _ = pipe.cut_out(image)
-        record["cutout"] = (time.perf_counter() - start, w["peak_mib"])
-        mark = time.perf_counter()
-        with sampler.window() as w:
-            pipe.caption(cutout, caption_options)
-        record["caption"] = (time.perf_counter() - mark, w["peak_mib"])
-        mark = time.perf_counter()
-        with sampler.window() as w:
-            verdict = pipe.check(CHECK_TEXT, CheckOptions())
-        record["safety_check"] = (time.perf_counter() - mark, w["peak_mib"])
+        result = pipe.process(image, caption_options=caption_options, around=around, check_text=CHECK_TEXT)
+        record: dict = {stage: (result.seconds[stage], peaks[stage]) for stage in result.seconds}
         record["total"] = (time.perf_counter() - start, max(v[1] for v in record.values()))
-        record["prompt_tokens"] = verdict.prompt_tokens
+        record["prompt_tokens"] = result.verdict.prompt_tokens
         if index >= config["warmup"]:
             runs.append(record)
         print(f"  {config['device']} image {index + 1}/{config['warmup'] + config['runs']}: "
@@ -261,9 +251,12 @@ def child_repack(config: dict) -> dict:
     """Load one Llama Guard GGUF with repacking on or off; memory after load and the time of a check."""
     from cutout_guard.app.pipeline import _load_llama_guard, devices_for
 
+    from devtools.bench.common import llama_log, repacked_mib
+
     before = rss_breakdown()
     start = time.perf_counter()
-    guard = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048, config["repack"])
+    with llama_log() as lines:
+        guard = _load_llama_guard(Path(config["path"]), devices_for("cpu"), config.get("threads") or None, 2048, config["repack"])
     load_s = time.perf_counter() - start
     load_peak = peak_rss_mib()
     after = rss_breakdown()
@@ -276,6 +269,7 @@ def child_repack(config: dict) -> dict:
     guard.close()
     return {
         "repack": config["repack"],
+        "repacked_mib": repacked_mib(lines),  # the repacked weight copy llama.cpp reported making
         "load_s": load_s,
         "load_peak_rss_mib": load_peak,
         "before_mib": before,
@@ -398,12 +392,12 @@ def format_table(doc: dict) -> str:
     if doc.get("repack"):
         lines.append("")
         lines.append("llama.cpp Q4_K repacking (Llama Guard alone, one process each):")
-        lines.append("| repack | load s | peak RSS at load GiB | RSS after load GiB (anon + file) | check median s |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| repack | repacked copy GiB (llama.cpp's log) | load s | peak RSS at load GiB | RSS after load GiB (anon + file) | check median s |")
+        lines.append("|---|---|---|---|---|---|")
         for r in doc["repack"]:
             after = r["after_load_mib"]
             lines.append(
-                f"| {'on' if r['repack'] else 'off'} | {r['load_s']:.1f} | {r['load_peak_rss_mib'] / 1024:.2f} | "
+                f"| {'on' if r['repack'] else 'off'} | {r['repacked_mib'] / 1024:.2f} | {r['load_s']:.1f} | {r['load_peak_rss_mib'] / 1024:.2f} | "
                 f"{after['rss'] / 1024:.2f} ({after['anon'] / 1024:.2f} + {after['file'] / 1024:.2f}) | {r['check_median_s']:.2f} |"
             )
     if doc.get("repack_speed"):
@@ -439,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guard", default="1b", help="Llama Guard shape: 1b (Llama 3.2 1B) or 8b (Llama 3.1 8B), or a .gguf path (default: %(default)s)")
     parser.add_argument("--florence2", default="base", help="Florence-2 synthetic shape (base) or a model folder (default: %(default)s)")
     parser.add_argument("--ben2", metavar="PATH", help="a real BEN2_Base.onnx instead of the BEN2-cost graph")
-    parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all", help="cpu, cuda, or all (cuda when usable) (default: %(default)s)")
+    parser.add_argument("--preset", "--device", dest="preset", choices=("cpu", "cuda", "all"), default="all",
+                        help="cpu, cuda, or all (cuda when usable) (default: %(default)s; --device is its old name)")
     parser.add_argument("--runs", type=int, default=5, help="timed images per device, after the warm-up (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed images first (default: %(default)s)")
     parser.add_argument("--caption-tokens", type=int, default=20, help="caption length in tokens, fixed (default: %(default)s)")
@@ -460,13 +455,13 @@ def main(argv: list[str] | None = None) -> int:
     prices = parse_prices(args.price)
     paths = build_models(Path(args.cache), guard=args.guard, florence2=args.florence2, ben2=args.ben2)
 
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    devices = ["cpu", "cuda"] if args.preset == "all" else [args.preset]
     skipped = {}
     problem = cuda_problem() if "cuda" in devices else None
     if problem:
         skipped["cuda"] = problem
         devices.remove("cuda")
-        if args.device == "cuda":
+        if args.preset == "cuda":
             print(f"CUDA cannot be measured here: {problem}", file=sys.stderr)
             return 2
     results = {}

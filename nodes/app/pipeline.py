@@ -4,32 +4,45 @@
 ``H×W×3`` float 0..1 image and returns the RGBA cutout, its alpha, the caption, the verdict and the
 seconds each stage took. The caption is made from the cutout composited on a neutral background
 (white, as the Caption node does for RGBA images): the published image is the cutout, so what is
-checked is what is shown. Used by the command line and the benchmark; the node adapters call the
-same engines one by one.
+checked is what is shown. Used by the command line and the benchmark (which adds its measurements
+through the ``around`` hook of :meth:`Pipeline.load` and :meth:`Pipeline.process`); the node
+adapters call the same engines one by one.
 
-Every call into an engine's API lives in the ``_load_*`` functions and :meth:`Pipeline.process`.
+Every call into an engine's API lives in the ``_load_*`` functions and the stage methods.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import numpy as np
 
-from ..core import imageops
+from ..core import imageops, vocab
+from ..core.cpu import resolve_threads
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("ben2", "florence2", "llama_guard")  # keys of Pipeline.load_seconds
-STAGES = ("cutout", "caption", "safety_check")  # keys of Result.seconds, as in the Save Cutout Report node
+ENGINES = vocab.MODEL_KINDS  # keys of Pipeline.load_seconds
+STAGES = vocab.STAGES  # keys of Result.seconds, as in the Save Cutout Report node
 # Largest model first: a guard that does not fit (or a damaged GGUF) fails before the other loads.
 LOAD_ORDER = ("llama_guard", "florence2", "ben2")
-CAPTION_BACKGROUND = "#FFFFFF"
+CAPTION_COLOR = vocab.DEFAULT_COLOR
+
+# around(name) is entered around each engine's load (name: an ENGINES key) and each stage of an
+# image (a STAGES key); the benchmark samples memory in it.
+Around = Callable[[str], ContextManager]
+
+
+@contextlib.contextmanager
+def _nothing(name: str):
+    yield
 
 
 @dataclass(frozen=True)
@@ -39,26 +52,23 @@ class Devices:
     provider: str = "CPU"  # BEN2 onnxruntime provider: CPU | CUDA
     precision: str = "fp32"  # Florence-2: fp32 | fp16 | bf16
     n_gpu_layers: int = 0  # Llama Guard layers on the GPU; -1 = all
-    florence2_device: str = "cpu"  # torch device for Florence-2: cpu | cuda
+    device: str = "cpu"  # torch device for Florence-2: cpu | cuda
 
     def as_report(self) -> dict:
         return {"provider": self.provider, "precision": self.precision, "n_gpu_layers": self.n_gpu_layers}
 
 
-PRESETS = {
-    "cpu": Devices(provider="CPU", precision="fp32", n_gpu_layers=0, florence2_device="cpu"),
-    "cuda": Devices(provider="CUDA", precision="fp16", n_gpu_layers=-1, florence2_device="cuda"),
-}
+PRESETS = {name: Devices(**settings) for name, settings in vocab.PRESETS.items()}
 
 
-def devices_for(device: str, *, provider: str | None = None, precision: str | None = None, n_gpu_layers: int | None = None) -> Devices:
+def devices_for(preset: str, *, provider: str | None = None, precision: str | None = None, n_gpu_layers: int | None = None) -> Devices:
     """The ``cpu``/``cuda`` preset with any of its three settings overridden."""
-    base = PRESETS[device]
+    base = PRESETS[preset]
     return Devices(
         provider=provider or base.provider,
         precision=precision or base.precision,
         n_gpu_layers=base.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
-        florence2_device=base.florence2_device,
+        device=base.device,
     )
 
 
@@ -73,6 +83,11 @@ class ModelPaths:
 
 
 @dataclass(frozen=True)
+class CutoutOptions:
+    mask_values: str = "normalized"  # normalized | raw (vocab.MASK_VALUES)
+
+
+@dataclass(frozen=True)
 class CaptionOptions:
     task: str = "<CAPTION>"
     max_new_tokens: int = 256
@@ -82,8 +97,8 @@ class CaptionOptions:
 
 @dataclass(frozen=True)
 class CheckOptions:
-    threshold: float = 0.5
-    categories: str | None = None  # policy, e.g. "S1,S10"; None = all
+    threshold: float = vocab.DEFAULT_THRESHOLD
+    policy: str | None = None  # the categories that count, e.g. "S1,S10"; None = all
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,8 @@ def _load_ben2(path: Path, devices: Devices, threads: int | None):
 def _load_florence2(path: Path, devices: Devices, threads: int | None):
     from ..engines.florence2 import Florence2
 
-    return Florence2.load(path, precision=devices.precision, device=devices.florence2_device, threads=threads)
+    # outside ComfyUI this process is ours: torch gets the CPU quota unless told otherwise
+    return Florence2.load(path, precision=devices.precision, device=devices.device, threads=resolve_threads(threads))
 
 
 def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int, repack: bool | None = None):
@@ -138,9 +154,9 @@ def release_free_memory() -> bool:
 _malloc_trim = None
 
 
-def caption_view(cutout: np.ndarray, background: str = CAPTION_BACKGROUND) -> np.ndarray:
-    """The RGBA cutout as it is shown: composited on ``background``, ``H×W×3``."""
-    return imageops.cutout(cutout[..., :3], cutout[..., 3], color=imageops.parse_color(background))
+def caption_view(cutout: np.ndarray, color: str = CAPTION_COLOR) -> np.ndarray:
+    """The RGBA cutout as it is shown: composited on ``color``, ``H×W×3``."""
+    return imageops.cutout(cutout[..., :3], cutout[..., 3], color=imageops.parse_color(color))
 
 
 class Pipeline:
@@ -163,21 +179,30 @@ class Pipeline:
         devices: Devices = PRESETS["cpu"],
         threads: int | None = None,
         n_ctx: int = 2048,
+        repack: bool | None = None,
+        order: tuple[str, ...] = LOAD_ORDER,
+        around: Around = _nothing,
     ) -> "Pipeline":
-        """Load BEN2, Florence-2 and Llama Guard once (seconds per load in ``load_seconds``)."""
+        """Load BEN2, Florence-2 and Llama Guard once (seconds per load in ``load_seconds``).
+
+        ``repack``: llama.cpp's repacked weight copy (see ``LlamaGuard.load``); ``order``: the load
+        order (a permutation of ``ENGINES``); ``around(name)``: a context entered around each load.
+        """
         loaded: dict[str, object] = {}
         seconds: dict[str, float] = {}
         loaders = {
             "ben2": lambda: _load_ben2(paths.ben2, devices, threads),
             "florence2": lambda: _load_florence2(paths.florence2, devices, threads),
-            "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, n_ctx),
+            "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, n_ctx, repack),
         }
+        if sorted(order) != sorted(ENGINES):
+            raise ValueError(f"load order must name each of {', '.join(ENGINES)} once, got {order}")
         try:
-            for stage in LOAD_ORDER:
-                load = loaders[stage]
-                start = time.perf_counter()
-                loaded[stage] = load()
-                seconds[stage] = time.perf_counter() - start
+            for name in order:
+                with around(name):
+                    start = time.perf_counter()
+                    loaded[name] = loaders[name]()
+                    seconds[name] = time.perf_counter() - start
         except BaseException:
             for engine in loaded.values():
                 engine.close()
@@ -187,9 +212,9 @@ class Pipeline:
 
     # -- stages, each callable alone (the benchmark times them apart) ----------------------
 
-    def cut_out(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def cut_out(self, rgb: np.ndarray, options: CutoutOptions = CutoutOptions()) -> tuple[np.ndarray, np.ndarray]:
         """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``)."""
-        alpha = self.ben2.matte(rgb)
+        alpha = self.ben2.matte(rgb, mask_values=options.mask_values)
         self._trim()
         return imageops.cutout(rgb, alpha), alpha
 
@@ -207,7 +232,7 @@ class Pipeline:
 
     def check(self, caption: str, options: CheckOptions = CheckOptions()):
         """Llama Guard's verdict on the caption."""
-        verdict = self.llama_guard.check(caption, categories=options.categories, threshold=options.threshold)
+        verdict = self.llama_guard.check(caption, policy=options.policy, threshold=options.threshold)
         self._trim()
         return verdict
 
@@ -223,20 +248,29 @@ class Pipeline:
         self,
         rgb: np.ndarray,
         *,
+        cutout_options: CutoutOptions = CutoutOptions(),
         caption_options: CaptionOptions = CaptionOptions(),
         check_options: CheckOptions = CheckOptions(),
+        around: Around = _nothing,
+        check_text: str | None = None,
     ) -> Result:
-        """One image through the three stages."""
+        """One image through the three stages; ``around(stage)`` is entered around each.
+
+        ``check_text``: what the check reads instead of the caption (the benchmark's random-weight
+        Florence-2 writes no real text; it checks a typical caption, so the prompt has a real length).
+        """
         seconds: dict[str, float] = {}
-        start = time.perf_counter()
-        cutout, alpha = self.cut_out(rgb)
-        seconds["cutout"] = time.perf_counter() - start
-        mark = time.perf_counter()
-        caption = self.caption(cutout, caption_options)
-        seconds["caption"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        verdict = self.check(caption, check_options)
-        seconds["safety_check"] = time.perf_counter() - mark
+
+        def timed(stage: str, run: Callable):
+            with around(stage):
+                start = time.perf_counter()
+                value = run()
+                seconds[stage] = time.perf_counter() - start
+            return value
+
+        cutout, alpha = timed("cutout", lambda: self.cut_out(rgb, cutout_options))
+        caption = timed("caption", lambda: self.caption(cutout, caption_options))
+        verdict = timed("safety_check", lambda: self.check(caption if check_text is None else check_text, check_options))
         return Result(cutout=cutout, alpha=alpha, caption=caption, verdict=verdict, seconds=seconds)
 
     def close(self) -> None:

@@ -8,13 +8,13 @@ import time
 import numpy as np
 
 from . import host, tensors
-from ..core import imageops
+from ..core import imageops, vocab
 from .handle import ModelHandle
-from ..core.models import BEN2
 
 log = logging.getLogger(__name__)
 
 BEN2_TYPE = "CUTOUT_GUARD_BEN2"
+KIND = "ben2"
 
 
 class LoadBEN2:
@@ -31,23 +31,24 @@ class LoadBEN2:
         return {
             "required": {
                 "model": (
-                    host.model_choices(BEN2),
-                    {"default": BEN2.defaults[0].name, "tooltip": "ONNX file in models/ben2. BEN2_Base.onnx downloads from PramaLLC/BEN2 when missing."},
+                    host.model_choices(KIND),
+                    {"default": host.default_model(KIND), "tooltip": "ONNX file in models/ben2. BEN2_Base.onnx downloads from PramaLLC/BEN2 when missing."},
                 ),
-                "provider": (["CPU", "CUDA"], {"default": "CPU", "tooltip": "CPU: onnxruntime on the processor. CUDA: an NVIDIA GPU (needs onnxruntime-gpu)."}),
+                "provider": (list(vocab.PROVIDERS), {"default": "CPU", "tooltip": "CPU: onnxruntime on the processor. CUDA: an NVIDIA GPU (needs onnxruntime-gpu)."}),
             },
             "optional": {
                 "keep_loaded": host.KEEP_LOADED,
+                "threads": host.threads_input("the CPUs this process may use (container quota aware)"),
             },
         }
 
-    def load(self, model, provider, keep_loaded=True):
+    def load(self, model, provider, keep_loaded=True, threads=vocab.DEFAULT_THREADS):
         from ..engines.ben2 import Ben2
 
-        path = host.model_path(BEN2, model)
+        path = host.model_path(KIND, model)
         handle = ModelHandle(
             f"BEN2 {model} ({provider})",
-            lambda: Ben2.load(path, provider=provider),
+            lambda: Ben2.load(path, provider=provider, threads=threads or None),
             keep_loaded=keep_loaded,
             info={"model": model, "provider": provider},
         )
@@ -75,10 +76,10 @@ class RemoveBackground:
             "required": {
                 "ben2": (BEN2_TYPE, {"tooltip": "From Load BEN2."}),
                 "image": ("IMAGE", {"tooltip": "Any size and batch; RGBA inputs use their colour channels."}),
-                "background": (["transparent", "color"], {"default": "transparent", "tooltip": "transparent: RGBA output. color: composite on 'color'."}),
-                "color": ("STRING", {"default": "#FFFFFF", "tooltip": "Background colour as #RRGGBB, used when background is 'color'."}),
+                "background": (list(vocab.BACKGROUNDS), {"default": "transparent", "tooltip": "transparent: RGBA output. color: composite on 'color'."}),
+                "color": ("STRING", {"default": vocab.DEFAULT_COLOR, "tooltip": "Background colour as #RRGGBB, used when background is 'color'."}),
                 "refine_foreground": ("BOOLEAN", {"default": False, "tooltip": "Remove the old background's colour from soft edges (hair, fur). Slower."}),
-                "mask_values": (["normalized", "raw"], {"default": "normalized", "tooltip": "normalized: stretched to 0..1 as BEN2's own runner does. raw: the model's probabilities."}),
+                "mask_values": (list(vocab.MASK_VALUES), {"default": "normalized", "tooltip": "normalized: stretched to 0..1 as BEN2's own runner does. raw: the model's probabilities."}),
             },
         }
 
@@ -96,7 +97,7 @@ class RemoveBackground:
                 host.check_interrupt()
                 start = time.perf_counter()
                 rgb = tensors.frame(image, index)
-                alpha = model.matte(rgb, normalize=mask_values == "normalized")
+                alpha = model.matte(rgb, mask_values=mask_values)
                 if refine_foreground:
                     rgb = imageops.estimate_foreground(rgb, alpha)
                 imageops.cutout(rgb, alpha, color=fill, out=cutouts[index])

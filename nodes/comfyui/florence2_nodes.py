@@ -15,26 +15,22 @@ import time
 import numpy as np
 
 from . import host, tensors
-from ..core import imageops
-from ..core.errors import BadInput
+from ..core import imageops, vocab
 from .handle import ModelHandle
-from ..core.models import FLORENCE2
 
 log = logging.getLogger(__name__)
 
 FLORENCE2_TYPE = "CUTOUT_GUARD_FLORENCE2"
-PRECISIONS = ["fp32", "fp16", "bf16"]
-DEVICES = ["default", "cpu", "cuda"]
-TASKS = ["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"]
+KIND = "florence2"
 
 
-def frame_rgb(image, index: int, background: np.ndarray) -> np.ndarray:
-    """Image ``index`` as ``H×W×3`` float32; an RGBA frame is composited over ``background``."""
+def frame_rgb(image, index: int, color: np.ndarray) -> np.ndarray:
+    """Image ``index`` as ``H×W×3`` float32; an RGBA frame is composited over ``color``."""
     rgb = tensors.frame(image, index)
     if image.shape[-1] != 4:
         return rgb
     alpha = np.clip(image[index, ..., 3].detach().to("cpu").float().numpy(), 0.0, 1.0)
-    return imageops.cutout(rgb, alpha, color=background)
+    return imageops.cutout(rgb, alpha, color=color)
 
 
 class LoadFlorence2:
@@ -54,14 +50,14 @@ class LoadFlorence2:
         return {
             "required": {
                 "model": (
-                    host.model_choices(FLORENCE2),
+                    host.model_choices(KIND),
                     {
-                        "default": FLORENCE2.defaults[0].name,
+                        "default": host.default_model(KIND),
                         "tooltip": "A model folder in models/florence2. Florence-2-base and Florence-2-large download when missing.",
                     },
                 ),
                 "precision": (
-                    PRECISIONS,
+                    list(vocab.PRECISIONS),
                     {
                         "default": "fp32",
                         "tooltip": "fp32 for the CPU; fp16 (or bf16) on a GPU: half the memory, faster. On the CPU fp16/bf16 run as fp32.",
@@ -69,19 +65,20 @@ class LoadFlorence2:
                 ),
             },
             "optional": {
-                "device": (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
+                "device": (list(vocab.DEVICES), {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
                 "keep_loaded": host.KEEP_LOADED,
+                "threads": host.threads_input("torch's setting, shared with ComfyUI (a number applies to this model's runs only)"),
             },
         }
 
-    def load(self, model, precision, device="default", keep_loaded=True):
+    def load(self, model, precision, device="default", keep_loaded=True, threads=vocab.DEFAULT_THREADS):
         from ..engines.florence2 import Florence2
 
-        path = host.model_path(FLORENCE2.kind, model)
+        path = host.model_path(KIND, model)
         torch_device = str(host.torch_device()) if device == "default" else device
         handle = ModelHandle(
             f"Florence-2 {model} ({precision} on {torch_device})",
-            lambda: Florence2.load(path, precision=precision, device=torch_device),
+            lambda: Florence2.load(path, precision=precision, device=torch_device, threads=threads or None),
             keep_loaded=keep_loaded,
         )
         loaded = handle.get()  # load now, so a bad folder, precision or device is reported on this node
@@ -110,24 +107,21 @@ class Caption:
         return {
             "required": {
                 "florence2": (FLORENCE2_TYPE, {"tooltip": "From Load Florence-2."}),
-                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'background' first."}),
-                "task": (TASKS, {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
+                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'color' first."}),
+                "task": (list(vocab.CAPTION_TASKS), {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
                 "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 1023, "tooltip": "Longest caption in tokens (1-1023, what Florence-2's decoder can place); a caption that reaches it is cut off."}),
                 "num_beams": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Beam search width (1 = greedy, fastest). Decoding is deterministic: the same image gives the same caption."}),
             },
             "optional": {
-                "background": ("STRING", {"default": "#FFFFFF", "tooltip": "Colour (#RRGGBB) behind transparent pixels of RGBA images; ignored for RGB images."}),
+                "color": ("STRING", {"default": vocab.DEFAULT_COLOR, "tooltip": "Colour (#RRGGBB) behind transparent pixels of RGBA images; ignored for RGB images."}),
             },
+            # the name 'color' had before (API prompts saved then still send it); never shown in the UI
+            "hidden": {"background": ("STRING", {"tooltip": "Deprecated: the old name of 'color'."})},
         }
 
-    def run(self, florence2, image, task, max_new_tokens, num_beams, background="#FFFFFF"):
+    def run(self, florence2, image, task, max_new_tokens, num_beams, color=None, background=None):
         count = tensors.batch_size(image)
-        try:
-            fill = imageops.parse_color(background)
-        except BadInput:
-            raise BadInput(
-                f"background {background!r} is not a colour like #FFFFFF — fix the 'background' input of Caption (Florence-2)"
-            ) from None
+        fill = imageops.parse_color(host.renamed(color, background, "Caption (Florence-2)", "background", "color", vocab.DEFAULT_COLOR))
         model = florence2.get()
         progress = host.Progress(count)
         captions: list[str] = []

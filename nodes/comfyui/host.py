@@ -13,13 +13,19 @@ import logging
 import os
 from pathlib import Path
 
-from ..core.models import KINDS, ModelKind, get_kind, list_models
+from ..core import vocab
+from ..core.models import KINDS, get_kind, list_models
 
 log = logging.getLogger(__name__)
 
 CATEGORY = "Cutout Guard"  # where every node of the pack appears in ComfyUI's menu
 # the loaders' switch that ModelHandle.done() obeys
 KEEP_LOADED = ("BOOLEAN", {"default": True, "tooltip": "On: stay in memory between runs. Off: free the model after each run."})
+
+
+def threads_input(auto: str) -> tuple:
+    """Every loader's ``threads`` input; ``auto`` says what 0 means for that runtime."""
+    return ("INT", {"default": vocab.DEFAULT_THREADS, "min": 0, "max": 512, "tooltip": f"CPU threads. 0 = auto: {auto}."})
 
 
 def _folder_paths():
@@ -52,9 +58,24 @@ def register_model_folders() -> None:
             extensions.update(kind.extensions)
 
 
-def model_folders(kind: ModelKind | str) -> list[Path]:
+def renamed(value, old_value, node: str, old: str, new: str, default):
+    """The value of an input renamed from ``old`` to ``new``: the new one when given, else the old one
+    (a workflow saved before the rename), else ``default``. Saved workflows keep working."""
+    if value is not None:
+        return value
+    if old_value is not None:
+        log.warning("%s: the input '%s' is now called '%s'; this workflow still uses the old name (it works, "
+                    "and saving the workflow again writes the new one)", node, old, new)
+        return old_value
+    return default
+
+
+# Every node names its model kind by its word (vocab.MODEL_KINDS); the kind is looked up when used.
+
+
+def model_folders(kind_name: str) -> list[Path]:
     """Folders searched for a kind's models, the first being where downloads go."""
-    kind = get_kind(kind) if isinstance(kind, str) else kind
+    kind = get_kind(kind_name)
     fp = _folder_paths()
     if fp is not None:
         register_model_folders()
@@ -63,30 +84,35 @@ def model_folders(kind: ModelKind | str) -> list[Path]:
     return [root / kind.folder_key]
 
 
-def model_choices(kind: ModelKind | str) -> list[str]:
+def model_choices(kind_name: str) -> list[str]:
     """Dropdown entries: the default models first, then what is found in the model folders."""
-    kind = get_kind(kind) if isinstance(kind, str) else kind
+    kind = get_kind(kind_name)
     fp = _folder_paths()
     if fp is not None and not kind.is_folder:
         register_model_folders()
         names = [d.name for d in kind.defaults]
         names += [n for n in fp.get_filename_list(kind.folder_key) if n.lower().endswith(kind.extensions)]
         return list(dict.fromkeys(names))
-    return list_models(kind, model_folders(kind))
+    return list_models(kind, model_folders(kind_name))
 
 
-def model_path(kind: ModelKind | str, name: str) -> Path:
+def default_model(kind_name: str) -> str:
+    """The name of the kind's first default model (the loader's default choice)."""
+    return get_kind(kind_name).defaults[0].name
+
+
+def model_path(kind_name: str, name: str) -> Path:
     """The verified local path of a model, downloading a default model when it is missing."""
     from ..core.download import obtain
 
-    kind = get_kind(kind) if isinstance(kind, str) else kind
+    kind = get_kind(kind_name)
     bar = Progress(100)
 
     def report(done: int, total: int) -> None:
         if total:
             bar.update_absolute(min(100, done * 100 // total))
 
-    return obtain(kind, name, model_folders(kind), progress=report)
+    return obtain(kind, name, model_folders(kind_name), progress=report)
 
 
 class Progress:

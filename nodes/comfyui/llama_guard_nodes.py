@@ -13,13 +13,15 @@ import logging
 import time
 
 from . import host
+from ..core import vocab
 from ..core.errors import BadInput
+from ..core.models import get_kind
 from .handle import ModelHandle
-from ..core.models import LLAMA_GUARD
 
 log = logging.getLogger(__name__)
 
 LLAMA_GUARD_TYPE = "CUTOUT_GUARD_LLAMA_GUARD"
+KIND = "llama_guard"
 
 
 class LoadLlamaGuard:
@@ -36,11 +38,11 @@ class LoadLlamaGuard:
 
     @classmethod
     def INPUT_TYPES(cls):
-        default = LLAMA_GUARD.defaults[0]
+        default = get_kind(KIND).defaults[0]
         return {
             "required": {
                 "model": (
-                    host.model_choices(LLAMA_GUARD),
+                    host.model_choices(KIND),
                     {
                         "default": default.name,
                         "tooltip": f"GGUF file in models/LLM. {default.name} downloads from {default.repo_id} when missing.",
@@ -65,10 +67,7 @@ class LoadLlamaGuard:
                         "tooltip": "Context length in tokens: the prompt (about 250 tokens) plus the text. Raise it for very long captions.",
                     },
                 ),
-                "threads": (
-                    "INT",
-                    {"default": 0, "min": 0, "max": 512, "tooltip": "CPU threads. 0 = auto: the CPUs this process may use (container quota aware)."},
-                ),
+                "threads": host.threads_input("the CPUs this process may use (container quota aware)"),
             },
             "optional": {
                 "keep_loaded": host.KEEP_LOADED,
@@ -79,7 +78,7 @@ class LoadLlamaGuard:
         from ..engines.llama_guard import LlamaGuard, import_llama_cpp
 
         import_llama_cpp()  # say what to install before downloading gigabytes
-        path = host.model_path(LLAMA_GUARD, model)
+        path = host.model_path(KIND, model)
         device = "CPU" if n_gpu_layers == 0 else f"GPU, n_gpu_layers={n_gpu_layers}"
         handle = ModelHandle(
             f"Llama Guard {model} ({device})",
@@ -121,7 +120,7 @@ class SafetyCheck:
     RETURN_NAMES = ("safe", "categories", "p_unsafe", "report")
     OUTPUT_IS_LIST = (True, True, True, True)
     OUTPUT_TOOLTIPS = (
-        "True when the text is safe under the chosen categories and threshold (one per text).",
+        "True when the text is safe under the policy and threshold (one per text).",
         "Violated categories that count, as 'S1: Violent Crimes, S10: Hate'; empty when safe.",
         "P(unsafe) / (P(safe) + P(unsafe)) at the model's first answer token, 0..1.",
         "JSON: safe, p_unsafe, threshold, categories [{code, name}], the model's answer and the reason.",
@@ -134,10 +133,14 @@ class SafetyCheck:
             "required": {
                 "llama_guard": (LLAMA_GUARD_TYPE, {"tooltip": "From Load Llama Guard."}),
                 "text": ("STRING", {"multiline": True, "default": "", "tooltip": "The text to check, e.g. a caption. A list of N texts gives N verdicts in order."}),
-                "categories": (
+            },
+            # Optional so that API prompts saved before 'categories' became 'policy' still validate;
+            # in this order so that the UI's saved widget values (by position) still fit.
+            "optional": {
+                "policy": (
                     "STRING",
                     {
-                        "default": "all",
+                        "default": vocab.ALL_CATEGORIES,
                         "tooltip": "Hazard categories that count: 'all', or codes and ranges like 'S1,S3,S10-S12'. "
                         "The model always sees S1-S14; an answer naming only other categories counts as safe.",
                     },
@@ -145,7 +148,7 @@ class SafetyCheck:
                 "threshold": (
                     "FLOAT",
                     {
-                        "default": 0.5,
+                        "default": vocab.DEFAULT_THRESHOLD,
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.01,
@@ -153,22 +156,24 @@ class SafetyCheck:
                     },
                 ),
             },
+            "hidden": {"categories": ("STRING", {"tooltip": "Deprecated: the old name of 'policy'."})},
         }
 
-    def run(self, llama_guard, text, categories, threshold):
+    def run(self, llama_guard, text, policy=None, threshold=None, categories=None):
         handle = llama_guard[0]
         texts = list(text)
         count = len(texts)
-        policies = _per_item(categories, count, "categories")
-        thresholds = _per_item(threshold, count, "threshold")
+        policy = host.renamed(policy, categories, "Safety Check (Llama Guard)", "categories", "policy", [vocab.ALL_CATEGORIES])
+        policies = _per_item(policy, count, "policy")
+        thresholds = _per_item(threshold if threshold is not None else [vocab.DEFAULT_THRESHOLD], count, "threshold")
         model = handle.get()
         progress = host.Progress(count)
         safe_out, categories_out, p_out, reports, seconds = [], [], [], [], []
         try:
-            for index, (item, policy, limit) in enumerate(zip(texts, policies, thresholds)):
+            for index, (item, counted, limit) in enumerate(zip(texts, policies, thresholds)):
                 host.check_interrupt()
                 start = time.perf_counter()
-                verdict = model.check(str(item), categories=policy, threshold=float(limit))
+                verdict = model.check(str(item), policy=str(counted), threshold=float(limit))
                 seconds.append(time.perf_counter() - start)
                 hazards = model.template.hazards
                 report = {

@@ -4,7 +4,7 @@ Pre-processing follows the official ONNX runner: RGB resized to 1024², values i
 mean/std), NCHW. The network's output is already a probability map ``[1,1,1024,1024]`` (float16
 in the published file: cast to float32). Post-processing min-max normalises it, as the runner
 does, except that a flat map (max = min) is returned as is instead of dividing by zero; the raw
-map is available with ``normalize=False``. The map is resized back to the input size (bilinear,
+map is available with ``mask_values="raw"``. The map is resized back to the input size (bilinear,
 antialiased when shrinking). The model has a fixed batch of 1: callers loop over images.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from ..core import imageops
 from ..core.errors import BadInput, ModelCorrupt
+from ..core.vocab import MASK_VALUES
 from .onnx_runtime import create_session
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,19 @@ def preprocess(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     return np.ascontiguousarray(resized.transpose(2, 0, 1)[None])
 
 
-def postprocess(prob: np.ndarray, width: int, height: int, *, normalize: bool = True) -> np.ndarray:
-    """Network output (any leading singleton dims) → ``height×width`` float32 alpha in 0..1."""
+def check_mask_values(mask_values: str) -> None:
+    if mask_values not in MASK_VALUES:
+        raise BadInput(f"BEN2 mask_values must be one of {', '.join(MASK_VALUES)}, got {mask_values!r}")
+
+
+def postprocess(prob: np.ndarray, width: int, height: int, *, mask_values: str = "normalized") -> np.ndarray:
+    """Network output (any leading singleton dims) → ``height×width`` float32 alpha in 0..1.
+
+    ``mask_values``: ``normalized`` (min-max stretched, as BEN2's runner does) or ``raw``.
+    """
+    check_mask_values(mask_values)
     plane = np.asarray(prob, dtype=np.float32).reshape(prob.shape[-2:])
-    if normalize:
+    if mask_values == "normalized":
         low, high = float(plane.min()), float(plane.max())
         if high - low > FLAT_EPSILON:
             plane = (plane - low) / (high - low)
@@ -84,13 +94,14 @@ class Ben2:
         output = self.session.run(None, {self.input_name: tensor})[0]
         return np.asarray(output, dtype=np.float32)
 
-    def matte(self, rgb: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+    def matte(self, rgb: np.ndarray, *, mask_values: str = "normalized") -> np.ndarray:
         """``H×W×3`` float 0..1 RGB → ``H×W`` float32 alpha (1 = subject)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise BadInput(f"BEN2 expects an H×W×3 RGB image, got shape {rgb.shape}")
+        check_mask_values(mask_values)
         height, width = rgb.shape[:2]
         prob = self.infer(preprocess(rgb, self.input_size))
-        return postprocess(prob, width, height, normalize=normalize)
+        return postprocess(prob, width, height, mask_values=mask_values)
 
     def close(self) -> None:
         self.session = None

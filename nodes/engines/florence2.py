@@ -4,11 +4,15 @@ Uses transformers' native ``Florence2ForConditionalGeneration`` and ``AutoProces
 (transformers >= 4.56), never ``trust_remote_code``, and reads weights from safetensors only.
 A model is a folder in the layout of ``florence-community/Florence-2-base``.
 
-One caption runs four stages, kept apart so a benchmark can time each:
-``preprocess`` (processor: image to 768² pixel values, task prompt to tokens), ``encode``
-(DaViT vision tower + projection, merged into the prompt embeddings, then the BART encoder),
-``decode`` (``generate`` on the encoder output: deterministic greedy or beam search, KV cache
-on) and ``postprocess`` (tokens to text through ``processor.post_process_generation``).
+A caption runs the path transformers documents: ``processor`` (image to 768² pixel values, task
+prompt to tokens), ``model.generate(**inputs)`` (vision tower, BART encoder and deterministic
+decoding with the KV cache on) and ``processor.post_process_generation``. Where the time goes is
+measured by forward hooks on the vision tower and the text encoder (``caption(..., timings={})``),
+not by a copy of ``generate``'s internals.
+
+Threads: ``threads=None`` leaves torch's thread count as it is (inside ComfyUI that is ComfyUI's
+setting, shared by every node); a number sets it for this model's calls only and puts the
+previous value back after each (``torch.set_num_threads`` is process-wide).
 
 Precision: ``fp32``, ``fp16`` or ``bf16``. On a CPU device half precision runs as fp32 (several
 CPU kernels have no fp16 version, e.g. "LayerNormKernelImpl not implemented for 'Half'"); the
@@ -17,22 +21,22 @@ load logs one line saying so.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
 import struct
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.cpu import resolve_threads
 from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.vocab import CAPTION_TASKS, PRECISIONS
 
 log = logging.getLogger(__name__)
 
-CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
-PRECISIONS = ("fp32", "fp16", "bf16")
 MIN_TRANSFORMERS = (4, 56)
 INSTALL_HINT = "run `pip install -r requirements.txt` in the Cutout Guard folder (needs transformers>=4.56)"
 WEIGHTS = "model.safetensors"
@@ -175,6 +179,7 @@ class Florence2:
     device: object  # torch.device
     dtype: object  # torch.dtype
     precision: str  # as asked for; ``dtype`` is what runs
+    threads: int | None = None  # torch threads for this model's calls; None = leave torch's setting
 
     @classmethod
     def load(
@@ -190,17 +195,16 @@ class Florence2:
         check_model_folder(path)
         torch_device = resolve_device(torch, device)
         dtype = resolve_dtype(torch, precision, torch_device)
-        if torch_device.type == "cpu":
-            wanted = resolve_threads(threads)
-            if torch.get_num_threads() != wanted:
-                torch.set_num_threads(wanted)
+        if threads is not None and threads < 1:
+            raise BadInput(f"Florence-2 threads must be at least 1 (or None to leave torch's setting), got {threads}")
         try:
-            processor = transformers.AutoProcessor.from_pretrained(
-                path, trust_remote_code=False, local_files_only=True
-            )
-            model = transformers.Florence2ForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
-            )
+            with torch_threads(threads):
+                processor = transformers.AutoProcessor.from_pretrained(
+                    path, trust_remote_code=False, local_files_only=True
+                )
+                model = transformers.Florence2ForConditionalGeneration.from_pretrained(
+                    path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
+                )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelCorrupt(
                 f"Florence-2 model {path} could not be loaded ({type(exc).__name__}: {str(exc).strip()[:300]}) — "
@@ -218,9 +222,12 @@ class Florence2:
             path.name,
             torch_device,
             str(dtype).replace("torch.", ""),
-            f", {torch.get_num_threads()} threads" if torch_device.type == "cpu" else "",
+            f", {threads or torch.get_num_threads()} threads" if torch_device.type == "cpu" else "",
         )
-        return cls(model=model, processor=processor, path=path, device=torch_device, dtype=dtype, precision=precision)
+        return cls(
+            model=model, processor=processor, path=path, device=torch_device, dtype=dtype, precision=precision,
+            threads=threads,
+        )
 
     @property
     def running_precision(self) -> str:
@@ -234,6 +241,7 @@ class Florence2:
         """``H×W×3`` float 0..1 → processor tensors (``input_ids``, ``attention_mask``, ``pixel_values``) on the device."""
         if task not in CAPTION_TASKS:
             raise BadInput(f"Florence-2 task must be one of {', '.join(CAPTION_TASKS)}, got {task!r}")
+        self._model_check()
         inputs = self.processor(text=task, images=to_pil(rgb), return_tensors="pt")
         return {
             "input_ids": inputs["input_ids"].to(self.device),
@@ -241,39 +249,15 @@ class Florence2:
             "pixel_values": inputs["pixel_values"].to(self.device, self.dtype),
         }
 
-    def encode_image(self, pixel_values):
-        """Vision tower + projection: ``[1,3,S,S]`` → image token embeddings ``[1,N,d_model]``."""
-        features = self._model_check().get_image_features(pixel_values)
-        return getattr(features, "pooler_output", features)  # transformers 5.x wraps it in an output object
-
-    def encode(self, inputs: dict):
-        """Image features merged into the prompt embeddings, through the BART encoder (the encoder output)."""
-        import torch
-
-        model = self._model_check()
-        with torch.inference_mode():
-            embeds = model.get_input_embeddings()(inputs["input_ids"])
-            image = self.encode_image(inputs["pixel_values"]).to(embeds.device, embeds.dtype)
-            mask = (inputs["input_ids"] == model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
-            if int(mask[..., 0].sum()) != image.shape[0] * image.shape[1]:
-                raise ModelCorrupt(
-                    f"Florence-2 model {self.path}: the processor makes {int(mask[..., 0].sum())} image tokens but "
-                    f"the vision tower gives {image.shape[1]} — the processor files do not match the weights; "
-                    f"{FETCH_HINT}"
-                )
-            embeds = embeds.masked_scatter(mask, image)
-            return model.get_encoder()(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], return_dict=True)
-
-    def decode(
+    def generate(
         self,
-        encoded,
-        attention_mask,
+        inputs: dict,
         *,
         max_new_tokens: int = 256,
         num_beams: int = 3,
         min_new_tokens: int | None = None,
     ):
-        """Deterministic generation (no sampling, KV cache on) from the encoder output; the token ids ``[1,T]``."""
+        """``model.generate(**inputs)``: deterministic (no sampling, KV cache on); the token ids ``[1,T]``."""
         import torch
 
         if max_new_tokens < 1 or num_beams < 1:
@@ -285,8 +269,17 @@ class Florence2:
         options = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": False, "use_cache": True}
         if min_new_tokens:
             options["min_new_tokens"] = min(min_new_tokens, max_new_tokens)
-        with torch.inference_mode():
-            return self._model_check().generate(encoder_outputs=encoded, attention_mask=attention_mask, **options)
+        model = self._model_check()
+        try:
+            with torch.inference_mode():
+                return model.generate(**inputs, **options)
+        except ValueError as exc:
+            if "image" not in str(exc).lower():
+                raise
+            raise ModelCorrupt(
+                f"Florence-2 model {self.path}: the processor's image tokens do not match the vision tower's "
+                f"output ({exc}) — the processor files do not belong to these weights; {FETCH_HINT}"
+            ) from None
 
     @property
     def max_new_tokens_limit(self) -> int | None:
@@ -311,18 +304,24 @@ class Florence2:
         max_new_tokens: int = 256,
         num_beams: int = 3,
         min_new_tokens: int | None = None,
+        timings: dict | None = None,
     ) -> str:
-        """``H×W×3`` float 0..1 RGB → caption text for ``task`` (``<CAPTION>``, ``<DETAILED_CAPTION>``, ...)."""
-        inputs = self.preprocess(rgb, task)
-        encoded = self.encode(inputs)
-        ids = self.decode(
-            encoded,
-            inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            min_new_tokens=min_new_tokens,
-        )
-        return self.postprocess(ids, task, (rgb.shape[1], rgb.shape[0]))
+        """``H×W×3`` float 0..1 RGB → caption text for ``task`` (``<CAPTION>``, ``<DETAILED_CAPTION>``, ...).
+
+        ``timings``: a dict that receives the seconds of each stage (:data:`STAGES`).
+        """
+        clock = _StageClock(self) if timings is not None else None
+        with torch_threads(self.threads), clock or contextlib.nullcontext():
+            mark = time.perf_counter()
+            inputs = self.preprocess(rgb, task)
+            prepared = time.perf_counter()
+            ids = self.generate(inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, min_new_tokens=min_new_tokens)
+            generated = time.perf_counter()
+            text = self.postprocess(ids, task, (rgb.shape[1], rgb.shape[0]))
+            done = time.perf_counter()
+        if clock is not None:
+            timings.update(clock.split(prepared - mark, generated - prepared, done - generated))
+        return text
 
     def _model_check(self):
         if self.model is None:
@@ -339,3 +338,71 @@ class Florence2:
             import torch
 
             torch.cuda.empty_cache()
+
+
+STAGES = ("preprocess", "vision_encoder", "text_encoder", "decoding", "postprocess")  # caption(timings=...) keys
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's thread count set to ``threads`` inside the block and put back after; None changes nothing."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+class _StageClock:
+    """Times the vision tower and the text encoder inside ``generate`` with forward hooks."""
+
+    def __init__(self, engine: Florence2):
+        model = engine._model_check()
+        self._cuda = getattr(engine.device, "type", "") == "cuda"
+        self._modules = (
+            ("vision_encoder", model.model.vision_tower),
+            ("vision_encoder", model.model.multi_modal_projector),
+            ("text_encoder", model.get_encoder()),
+        )
+        self.seconds = {"vision_encoder": 0.0, "text_encoder": 0.0}
+        self._started: dict[str, float] = {}
+        self._handles: list = []
+
+    def _now(self) -> float:
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def __enter__(self) -> "_StageClock":
+        for name, module in self._modules:
+            self._handles.append(module.register_forward_pre_hook(lambda *_, n=name: self._started.__setitem__(n, self._now())))
+            self._handles.append(module.register_forward_hook(lambda *_, n=name: self._stop(n)))
+        return self
+
+    def _stop(self, name: str) -> None:
+        self.seconds[name] += self._now() - self._started.pop(name)
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def split(self, preprocess: float, generate: float, postprocess: float) -> dict[str, float]:
+        """The stage seconds: ``generate``'s time less the two encoders is the decoding."""
+        encoders = sum(self.seconds.values())
+        return {
+            "preprocess": preprocess,
+            **self.seconds,
+            "decoding": max(0.0, generate - encoders),
+            "postprocess": postprocess,
+        }

@@ -23,7 +23,6 @@ How a check runs:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
@@ -34,11 +33,11 @@ import numpy as np
 
 from ..core.cpu import resolve_threads
 from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.vocab import DEFAULT_THRESHOLD
 from .llama_guard_prompt import HAZARDS, Template, parse_policy, template_for, tokenize_body, tokenize_prefix
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 SAFE_END_TOKENS = 4  # "safe" then at most this many tokens before the end of turn
 CATEGORY_TOKENS = 48  # enough for "unsafe\nS1,S2,...,S14"
 
@@ -142,42 +141,34 @@ def decide(
     return False, counted, f"answer 'unsafe' (p_unsafe {p_unsafe:.3f} is below threshold {threshold})"
 
 
-_PARAMS_LOCK = threading.Lock()
+def llama_class(llama_cpp, repack: bool | None):
+    """``llama_cpp.Llama``, or a subclass whose models load with llama.cpp's weight repacking on or off.
 
-
-@contextlib.contextmanager
-def weight_repacking(enabled: bool | None):
-    """Load llama.cpp models with its Q4_K weight repacking on or off (None: llama.cpp's default, on).
-
-    On AVX2 CPUs llama.cpp keeps a second, repacked copy of the weights for faster kernels
-    (``llama_model_params.use_extra_bufts``): for the 8B guard that is about 3 GiB more resident
-    memory, and the benchmark (``cutout-guard bench --repack``) measured no gain in check time on
-    2 cores. llama-cpp-python 0.3.x has no keyword for it; ``Llama`` takes its defaults from
-    ``llama_model_default_params()``, which is wrapped here for the duration of a load.
+    On AVX2 CPUs llama.cpp keeps a second, repacked copy of Q4_0/Q4_K weights for faster kernels
+    (``llama_model_params.use_extra_bufts``, its "CPU_REPACK" buffer): for the 8B guard that is
+    about 3 GiB more resident memory, and the benchmark (``cutout-guard bench --repack``) measured
+    no gain in check time on 2 cores. llama-cpp-python 0.3.x has no keyword for it. ``Llama``
+    starts its ``model_params`` from ``llama_model_default_params()`` and loads the model from
+    them; the subclass sets the field on its own instance's copy as that copy is made, so nothing
+    shared changes and other packs' loads in the same process keep llama.cpp's default.
     """
-    if enabled is None:
-        yield
-        return
-    import llama_cpp
+    if repack is None:
+        return llama_cpp.Llama
+    if not hasattr(llama_cpp.llama_model_default_params(), "use_extra_bufts"):
+        log.warning("llama-cpp-python %s has no use_extra_bufts parameter; repacking left as is", llama_cpp.__version__)
+        return llama_cpp.Llama
 
-    module = llama_cpp.llama_cpp
-    with _PARAMS_LOCK:
-        original = module.llama_model_default_params
-        if not hasattr(original(), "use_extra_bufts"):
-            log.warning("llama-cpp-python %s has no use_extra_bufts parameter; repacking left as is", llama_cpp.__version__)
-            yield
-            return
+    class Llama(llama_cpp.Llama):
+        @property
+        def model_params(self):
+            return self.__dict__["model_params"]
 
-        def with_repacking():
-            params = original()
-            params.use_extra_bufts = enabled
-            return params
+        @model_params.setter
+        def model_params(self, params):
+            params.use_extra_bufts = repack
+            self.__dict__["model_params"] = params
 
-        module.llama_model_default_params = with_repacking
-        try:
-            yield
-        finally:
-            module.llama_model_default_params = original
+    return Llama
 
 
 class LlamaGuard:
@@ -223,7 +214,7 @@ class LlamaGuard:
         """Load a GGUF (memory-mapped) and evaluate the prompt prefix once.
 
         ``repack``: llama.cpp's repacked weight copy; None = off on the CPU (it costs memory and
-        bought no speed here, see :func:`weight_repacking`), llama.cpp's default with GPU layers.
+        bought no speed here, see :func:`llama_class`), llama.cpp's default with GPU layers.
         """
         llama_cpp = import_llama_cpp()
         path = Path(path)
@@ -239,19 +230,18 @@ class LlamaGuard:
         if repack is None and n_gpu_layers == 0:
             repack = False
         try:
-            with weight_repacking(repack):
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_gpu_layers=n_gpu_layers,
-                    n_ctx=n_ctx,
-                    n_batch=min(n_batch, n_ctx),
-                    n_ubatch=min(n_batch, n_ctx),
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    use_mmap=True,
-                    logits_all=False,
-                    verbose=False,
-                )
+            llm = llama_class(llama_cpp, repack)(
+                model_path=str(path),
+                n_gpu_layers=n_gpu_layers,
+                n_ctx=n_ctx,
+                n_batch=min(n_batch, n_ctx),
+                n_ubatch=min(n_batch, n_ctx),
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                use_mmap=True,
+                logits_all=False,
+                verbose=False,
+            )
         except ValueError as exc:
             raise ModelCorrupt(f"Llama Guard: llama.cpp could not load {path} ({exc}) — is it a complete GGUF file?") from None
         metadata = dict(getattr(llm, "metadata", {}) or {})
@@ -356,25 +346,26 @@ class LlamaGuard:
         self,
         text: str,
         *,
-        categories: str | tuple[str, ...] | list[str] | None = None,
+        policy: str | tuple[str, ...] | list[str] | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         reuse_prefix: bool = True,
     ) -> Verdict:
-        """Check one text (a caption) as the User turn. ``categories``: the codes that count (default all)."""
+        """Check one text (a caption) as the User turn. ``policy``: the category codes that count
+        (``"all"``, ``"S1,S10-S12"`` or a list of codes; default all)."""
         if not isinstance(text, str):
             raise BadInput(f"Llama Guard checks text, got {type(text).__name__}")
         if not 0.0 <= threshold <= 1.0:
             raise BadInput(f"threshold must be between 0 and 1, got {threshold}")
-        if categories is None or isinstance(categories, str):
+        if policy is None or isinstance(policy, str):
             try:
-                policy = parse_policy(categories, self.template)
+                policy = parse_policy(policy, self.template)
             except ValueError as exc:
-                raise BadInput(f"Llama Guard categories: {exc}") from None
+                raise BadInput(f"Llama Guard policy: {exc}") from None
         else:
-            unknown = [c for c in categories if c not in self.template.hazards]
+            unknown = [c for c in policy if c not in self.template.hazards]
             if unknown:
-                raise BadInput(f"Llama Guard categories: unknown codes {unknown}; known {list(self.template.hazards)}")
-            policy = tuple(c for c in self.template.hazards if c in categories)
+                raise BadInput(f"Llama Guard policy: unknown codes {unknown}; known {list(self.template.hazards)}")
+            policy = tuple(c for c in self.template.hazards if c in policy)
 
         with self._lock:
             logits, evaluated = self.prompt_logits(text, reuse_prefix=reuse_prefix)
