@@ -8,10 +8,11 @@ requirements.txt. By hand:
     python install.py --dry-run                       # print the plan, change nothing
     python install.py                                 # packages only
     python install.py --models ben2,florence2,llama_guard
-    python install.py --device cpu --comfyui /path/to/ComfyUI --models all
+    python install.py --build cpu --comfyui /path/to/ComfyUI --models all
 
-CPU or GPU is detected (nvidia-smi, /proc/driver/nvidia, libcuda); --device or
-CUTOUT_GUARD_DEVICE=cpu|cuda overrides it (e.g. when building an image on another machine).
+CPU or GPU is detected (nvidia-smi, /proc/driver/nvidia, libcuda); --build or
+CUTOUT_GUARD_BUILD=cpu|cuda overrides it (e.g. when building an image on another machine).
+--device and CUTOUT_GUARD_DEVICE, their old names, still work.
 Running it again changes nothing. The decisions live in nodes/install/installer.py.
 """
 
@@ -80,8 +81,8 @@ def _show_messages():
 def _arguments(argv):
     p = argparse.ArgumentParser(prog="install.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="build to install (default: $CUTOUT_GUARD_DEVICE, else detected)")
+    p.add_argument("--build", "--device", dest="build", choices=("auto", "cpu", "cuda"), default=None,
+                   help="runtime builds to install (default: $CUTOUT_GUARD_BUILD, else detected; --device is its old name)")
     p.add_argument("--models", default="", metavar="KINDS",
                    help="comma-separated model kinds to download (kind or kind:name), or 'all'")
     p.add_argument("--models-only", action="store_true", help="only download models; leave packages alone")
@@ -118,10 +119,10 @@ def _main(args) -> int:
 
     machine = installer.look_at_machine()
     installed = installer.installed_packages()
-    request = installer.Request(device=args.device, models=wanted, llama_source=args.llama_source,
+    request = installer.Request(build=args.build, models=wanted, llama_source=args.llama_source,
                                 skip_packages=args.models_only)
     try:
-        device, steps = installer.make_plan(machine, installed, request,
+        build, steps = installer.make_plan(machine, installed, request,
                                             {key: path is not None for key, path in present_models().items()})
     except ValueError as exc:
         log.error("install.py: %s", exc)
@@ -142,7 +143,7 @@ def _main(args) -> int:
         outcome = installer.carry_out(steps, installed=installed, model_folders=folders)
         failed = outcome.failed
         installed = installer.installed_packages()
-    log.info("%s", installer.summary(device, installed, present_models(), failed))
+    log.info("%s", installer.summary(build, installed, present_models(), failed))
     return 1 if failed else 0
 
 

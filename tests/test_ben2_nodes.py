@@ -78,9 +78,14 @@ def test_empty_batch_is_a_clear_error(ben2_file):
 
 
 def test_raw_mask_values(ben2_file):
+    """The tiny model's map is sigmoid(2r - 1.5g + 3b - 1): blue (subject) 1/(1+e^-2), red 1/(1+e^-1).
+    Raw keeps those probabilities; normalized stretches them to 1 and 0."""
     _, normalized = remove(load(), subject_image())
     _, raw = remove(load(), subject_image(), mask_values="raw")
-    assert raw.max() < normalized.max() or raw.min() > normalized.min()
+    torch.testing.assert_close(raw[:, :, :30], torch.full((1, 48, 30), 0.8807971), atol=1e-5, rtol=0)
+    torch.testing.assert_close(raw[:, :, 50:], torch.full((1, 48, 30), 0.7310586), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalized[:, :, :30], torch.ones(1, 48, 30), atol=1e-5, rtol=0)
+    torch.testing.assert_close(normalized[:, :, 50:], torch.zeros(1, 48, 30), atol=1e-5, rtol=0)
 
 
 def test_refine_foreground_changes_only_colours(ben2_file):
@@ -88,7 +93,14 @@ def test_refine_foreground_changes_only_colours(ben2_file):
     refined, mask2 = remove(load(), subject_image(), refine_foreground=True)
     torch.testing.assert_close(mask, mask2)
     torch.testing.assert_close(refined[..., 3], plain[..., 3])
-    assert refined.shape == plain.shape
+    opaque = mask[0] > 0.99
+    torch.testing.assert_close(refined[0][opaque], plain[0][opaque])  # the solid subject keeps its colour
+    # soft edge pixels on the red side show the subject (blue) instead of the old background's red
+    edge = (mask[0] > 0.05) & (mask[0] < 0.95)
+    edge[:, :40] = False
+    assert edge.sum() >= 48
+    assert (plain[0][edge][:, 0] == 1).all() and (plain[0][edge][:, 2] == 0).all()
+    assert (refined[0][edge][:, 2] > 0.5).all() and (refined[0][edge][:, 0] < 0.5).all()
 
 
 def test_second_run_loads_nothing_and_keep_loaded_off_releases(ben2_file):
@@ -103,14 +115,22 @@ def test_second_run_loads_nothing_and_keep_loaded_off_releases(ben2_file):
     assert not released.loaded and released.loads == 2
 
 
-def test_provider_switch_takes_effect(ben2_file):
+def test_provider_switch_takes_effect(ben2_file, monkeypatch):
     import onnxruntime
 
     handle = load(provider="CPU")
-    assert handle.get().provider == "CPU"
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        with pytest.raises(DeviceUnavailable):
-            load(provider="CUDA")
+    assert handle.get().session.get_providers() == ["CPUExecutionProvider"]  # what the session runs on
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert load(provider="CUDA").get().session.get_providers()[0] == "CUDAExecutionProvider"
+        return
+    with pytest.raises(DeviceUnavailable, match="no CUDA provider"):
+        load(provider="CUDA")
+    # an onnxruntime that lists CUDA but cannot run it: the session falls back to the CPU, and the
+    # loader reads that from the session instead of trusting the setting
+    available = onnxruntime.get_available_providers()
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", *available])
+    with pytest.warns(UserWarning, match="not in available provider"), pytest.raises(DeviceUnavailable, match="fell back to the CPU"):
+        load(provider="CUDA")
 
 
 def test_missing_user_model_names_folder(models_dir):

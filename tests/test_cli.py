@@ -223,17 +223,35 @@ def test_cuda_preset_on_a_cpu_only_machine_is_a_clear_error(models, tmp_path, ca
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this machine has the CUDA provider")
     photo(1).save(tmp_path / "a.png")
-    assert run(models, tmp_path / "a.png", "--out", tmp_path / "out", "--device", "cuda") == 2
+    assert run(models, tmp_path / "a.png", "--out", tmp_path / "out", "--preset", "cuda") == 2
     assert "CUDA" in caplog.text
 
 
-def test_device_presets_and_overrides():
-    assert devices_for("cpu") == Devices("CPU", "fp32", 0, "cpu") == PRESETS["cpu"]
-    assert devices_for("cuda") == Devices("CUDA", "fp16", -1, "cuda")
+def test_presets_and_overrides():
+    assert devices_for("cpu") == Devices(provider="CPU", precision="fp32", n_gpu_layers=0, device="cpu")
+    assert devices_for("cuda") == Devices(provider="CUDA", precision="fp16", n_gpu_layers=-1, device="cuda")
     assert devices_for("cuda", provider="CPU", n_gpu_layers=10, precision="bf16") == Devices("CPU", "bf16", 10, "cuda")
     assert devices_for("cpu", n_gpu_layers=0).n_gpu_layers == 0
-    args = cli.build_parser().parse_args(["run", "x", "--out", "o", "--device", "cuda", "--n-gpu-layers", "0"])
-    assert (args.device, args.n_gpu_layers, args.provider, args.precision) == ("cuda", 0, None, None)
+    args = cli.build_parser().parse_args(["run", "x", "--out", "o", "--preset", "cuda", "--n-gpu-layers", "0"])
+    assert (args.preset, args.n_gpu_layers, args.provider, args.precision) == ("cuda", 0, None, None)
+
+
+def test_old_flag_names_still_work():
+    """--device and --categories were the names of --preset and --policy; commands written then still run."""
+    old = cli.build_parser().parse_args(["run", "x", "--out", "o", "--device", "cuda", "--categories", "S1,S10"])
+    new = cli.build_parser().parse_args(["run", "x", "--out", "o", "--preset", "cuda", "--policy", "S1,S10"])
+    assert (old.preset, old.policy) == (new.preset, new.policy) == ("cuda", "S1,S10")
+
+
+def test_mask_values_flag_reaches_ben2(models, tmp_path, monkeypatch):
+    from cutout_guard.engines.ben2 import Ben2
+
+    seen = []
+    real = Ben2.matte
+    monkeypatch.setattr(Ben2, "matte", lambda self, rgb, **kw: seen.append(kw) or real(self, rgb, **kw))
+    photo(1).save(tmp_path / "a.png")
+    assert run(models, tmp_path / "a.png", "--out", tmp_path / "out", "--mask-values", "raw") == 0
+    assert seen == [{"mask_values": "raw"}]
 
 
 def test_collect_inputs_names_outputs_uniquely(tmp_path):

@@ -40,7 +40,7 @@ def caption_prompt(model, images, precision="fp32"):
             source = [f"b{index}", 0]
     prompt["20"] = {"class_type": "CutoutGuardCaption", "inputs": {
         "florence2": ["10", 0], "image": source, "task": "<CAPTION>", "max_new_tokens": 12, "num_beams": 3,
-        "background": "#FFFFFF"}}
+        "color": "#FFFFFF"}}
     return prompt
 
 

@@ -30,7 +30,7 @@ def test_string_to_safety_check_prompt_runs(comfyui, caption, safe):
         "2": {"class_type": "CutoutGuardLoadLlamaGuard", "inputs": {
             "model": "trigger-guard.gguf", "n_gpu_layers": 0, "n_ctx": 2048, "threads": 0, "keep_loaded": True}},
         "3": {"class_type": "CutoutGuardSafetyCheck", "inputs": {
-            "llama_guard": ["2", 0], "text": ["1", 0], "categories": "all", "threshold": 0.5}},
+            "llama_guard": ["2", 0], "text": ["1", 0], "policy": "all", "threshold": 0.5}},
     }
     entry = comfyui.run(prompt)
     reports = [json.loads(text) for text in entry["outputs"]["3"]["text"]]

@@ -146,9 +146,9 @@ def test_every_copied_file_exists_and_reaches_the_build_context(flavour):
 @pytest.mark.parametrize(
     "flavour, expected",
     [
-        ("cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "0", "MKL_NUM_THREADS": "0", "CUTOUT_GUARD_DEVICE": "cpu"}),
+        ("cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "0", "MKL_NUM_THREADS": "0", "CUTOUT_GUARD_BUILD": "cpu"}),
         ("gpu", {"CUDA_VISIBLE_DEVICES": "0", "NVIDIA_VISIBLE_DEVICES": "all",
-                 "NVIDIA_DRIVER_CAPABILITIES": "compute,utility", "CUTOUT_GUARD_DEVICE": "cuda"}),
+                 "NVIDIA_DRIVER_CAPABILITIES": "compute,utility", "CUTOUT_GUARD_BUILD": "cuda"}),
     ],
 )
 def test_environment(flavour, expected):
@@ -166,8 +166,8 @@ def test_install_py_runs_for_the_image_device_and_bakes_every_model_by_default(f
     assert [k for k, _ in ins.parse_models(args["MODELS"], KINDS)] == list(KINDS)  # every kind the pack has
     (script,) = [r for r in runs(path, stage) if "install.py" in r]
     device = DEVICE[flavour]
-    assert f'python install.py --device {device} --models "${{MODELS}}"' in script
-    assert re.search(rf"else\s+python install\.py --device {device};", script)  # BAKE_MODELS=false: packages only
+    assert f'python install.py --build {device} --models "${{MODELS}}"' in script
+    assert re.search(rf"else\s+python install\.py --build {device};", script)  # BAKE_MODELS=false: packages only
     assert '"${BAKE_MODELS}" = "true"' in script
     requirements = [r for r in runs(path, stage) if "-r requirements.txt" in r]
     assert requirements and runs(path, stage).index(requirements[0]) < runs(path, stage).index(script)
@@ -206,7 +206,7 @@ def test_install_py_keeps_what_the_dockerfile_installed(flavour):
     path = dockerfile(flavour)
     env = env_of(path, final_stage(path))
     machine = ins.Machine(platform="linux", env=env)  # a build container: no driver, no compiler
-    device, steps = ins.make_plan(machine, _image_state(flavour), ins.Request(device=DEVICE[flavour]))
+    device, steps = ins.make_plan(machine, _image_state(flavour), ins.Request(build=DEVICE[flavour]))
     assert device.value == DEVICE[flavour]
     expected = [] if flavour == "gpu" else [("install", "onnxruntime>=1.20")]
     assert [(s.action, s.target) for s in ins.changes(steps)] == expected

@@ -69,9 +69,28 @@ def test_stages_compose_to_caption(loaded):
     inputs = loaded.preprocess(rgb, "<CAPTION>")
     assert inputs["pixel_values"].shape == (1, 3, 64, 64)
     assert int((inputs["input_ids"] == loaded.model.config.image_token_id).sum()) == (64 // 32) ** 2 + 1
-    ids = loaded.decode(loaded.encode(inputs), inputs["attention_mask"], max_new_tokens=7, num_beams=1, min_new_tokens=7)
+    ids = loaded.generate(inputs, max_new_tokens=7, num_beams=1, min_new_tokens=7)
     assert ids.shape[1] == 1 + 7  # decoder start token + exactly the fixed number of new tokens
     assert loaded.postprocess(ids, "<CAPTION>", (56, 40)) == loaded.caption(rgb, max_new_tokens=7, num_beams=1, min_new_tokens=7)
+
+
+def test_caption_is_model_generate_on_the_processor_inputs(loaded, monkeypatch):
+    """caption() calls model.generate(**inputs) itself (the path the reference comparison uses)."""
+    calls = []
+    real = loaded.model.generate
+    monkeypatch.setattr(loaded.model, "generate", lambda **kw: calls.append(sorted(kw)) or real(**kw))
+    loaded.caption(image(1), max_new_tokens=5, num_beams=1)
+    assert calls == [sorted(["input_ids", "attention_mask", "pixel_values", "max_new_tokens", "num_beams", "do_sample", "use_cache"])]
+
+
+def test_stage_timings_come_from_the_hooks_and_change_nothing(loaded):
+    rgb = image(2)
+    timings: dict = {}
+    timed = loaded.caption(rgb, max_new_tokens=6, num_beams=2, timings=timings)
+    assert timed == loaded.caption(rgb, max_new_tokens=6, num_beams=2)
+    assert list(timings) == ["preprocess", "vision_encoder", "text_encoder", "decoding", "postprocess"]
+    assert all(v > 0 for v in timings.values()), timings  # each hook fired: the encoders ran inside generate
+    assert not loaded.model.get_encoder()._forward_hooks and not loaded.model.model.vision_tower._forward_pre_hooks
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -94,12 +113,34 @@ def test_fp32_logs_no_fallback(tiny, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def test_torch_threads_follow_the_cpu_quota(tiny, monkeypatch):
+def test_threads_none_leaves_torch_as_it_is(tiny):
+    """Inside ComfyUI torch's thread count is the whole process's: a load without threads keeps it."""
     before = torch.get_num_threads()
-    monkeypatch.setattr(engine, "resolve_threads", lambda threads: 1)
     try:
-        Florence2.load(tiny, device="cpu").close()
+        torch.set_num_threads(1)
+        model = Florence2.load(tiny, device="cpu")
+        model.caption(image(0), max_new_tokens=3)
         assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        model.caption(image(0), max_new_tokens=3)
+        assert torch.get_num_threads() == 2
+        model.close()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_apply_to_this_models_calls_and_are_put_back(tiny, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model = Florence2.load(tiny, device="cpu", threads=1)
+        assert torch.get_num_threads() == 2  # the load put it back
+        seen = []
+        real = model.model.generate
+        monkeypatch.setattr(model.model, "generate", lambda **kw: seen.append(torch.get_num_threads()) or real(**kw))
+        model.caption(image(0), max_new_tokens=3)
+        assert seen == [1] and torch.get_num_threads() == 2
+        model.close()
     finally:
         torch.set_num_threads(before)
 
@@ -185,4 +226,4 @@ def test_close_frees_the_model(tiny):
     model.close()
     assert model.model is None and model.processor is None
     with pytest.raises(RuntimeError, match="closed"):
-        model.encode_image(torch.zeros(1, 3, 64, 64))
+        model.caption(image(0))

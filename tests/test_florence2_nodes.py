@@ -106,7 +106,7 @@ def test_rgba_is_composited_on_the_background(tiny):
     on_white = rgb * alpha + (1 - alpha)
     assert got == [direct_caption(tiny, to_uint8(on_white[0]))]
     assert got != caption(handle, rgb)["result"][0]  # alpha was not dropped
-    on_black = caption(handle, rgba, background="#000000")["result"][0]
+    on_black = caption(handle, rgba, color="#000000")["result"][0]
     assert on_black == [direct_caption(tiny, to_uint8((rgb * alpha)[0]))]
 
 
@@ -120,9 +120,19 @@ def test_empty_batch_is_a_clear_error(tiny):
         caption(load(), torch.zeros(0, 8, 8, 3))
 
 
-def test_bad_background_names_the_input(tiny):
-    with pytest.raises(BadInput, match="'background' input of Caption"):
-        caption(load(), batch(0), background="white")
+def test_bad_color_names_the_input(tiny):
+    with pytest.raises(BadInput, match="'color' input"):
+        caption(load(), batch(0), color="white")
+
+
+def test_old_background_input_still_takes_effect(tiny, caplog):
+    """'color' was called 'background'; an API prompt saved then still sets the colour (a hidden input)."""
+    rgba = torch.cat([batch(3), torch.zeros(1, 40, 56, 1)], dim=-1)  # fully transparent: only the colour shows
+    handle = load()
+    assert "background" in florence2_nodes.Caption.INPUT_TYPES()["hidden"]
+    old = caption(handle, rgba, background="#000000")["result"][0]
+    assert old == [direct_caption(tiny, np.zeros((40, 56, 3), np.uint8))]
+    assert "now called 'color'" in caplog.text
 
 
 def test_progress_steps_once_per_image(tiny, monkeypatch):

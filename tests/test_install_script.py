@@ -39,7 +39,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Dry run: nothing was changed" in out
-    assert "device        cpu (set by CUTOUT_GUARD_DEVICE)" in out
+    assert "build         cpu (set by CUTOUT_GUARD_DEVICE)" in out
     assert "workflows_cpu/ fits this machine" in out
     for kind in models.KINDS.values():  # read at run time: every registered kind is offered
         assert f"download {kind.kind}:{kind.defaults[0].name}" in out
@@ -47,8 +47,15 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path):
     assert distributions() == before
 
 
+def test_build_flag_and_its_old_name_both_choose_the_build(tmp_path):
+    for flag in ("--build", "--device"):  # --device: the name before, in scripts written then
+        result = run("--dry-run", flag, "cuda", CUTOUT_GUARD_CUDA="12.6")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "build         cuda (set by --build)" in result.stdout
+
+
 def test_dry_run_for_a_gpu_image_picks_cuda_12_builds(tmp_path):
-    result = run("--dry-run", CUTOUT_GUARD_DEVICE="cuda", CUTOUT_GUARD_CUDA="12.6")
+    result = run("--dry-run", CUTOUT_GUARD_BUILD="cuda", CUTOUT_GUARD_CUDA="12.6")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "onnxruntime-gpu>=1.20,<1.27" in out
@@ -157,7 +164,7 @@ def test_main_leaves_the_pack_logger_as_it_found_it(install_module, tmp_path, ca
 
     pack_log = logging.getLogger("cutout_guard")
     before = (list(pack_log.handlers), pack_log.level, pack_log.propagate)
-    assert install_module.main(["--dry-run", "--device", "cpu", "--comfyui", str(tmp_path)]) == 0
+    assert install_module.main(["--dry-run", "--build", "cpu", "--comfyui", str(tmp_path)]) == 0
     assert "install summary" in capsys.readouterr().out
     assert (list(pack_log.handlers), pack_log.level, pack_log.propagate) == before
     logging.getLogger("cutout_guard.router").warning("after the installer")

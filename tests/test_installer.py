@@ -41,17 +41,19 @@ def env(machine: Machine, **values: str) -> Machine:
         (env(GPU, CUDA_VISIBLE_DEVICES="-1"), None, "cpu"),
         (env(GPU, CUDA_VISIBLE_DEVICES="0"), None, "cuda"),
         (env(GPU, CUDA_VISIBLE_DEVICES="", CUTOUT_GUARD_DEVICE="cuda"), None, "cuda"),
+        (env(GPU, CUTOUT_GUARD_BUILD="cpu"), None, "cpu"),  # the variable's name now
+        (env(NO_GPU, CUTOUT_GUARD_BUILD="cuda", CUTOUT_GUARD_DEVICE="cpu"), None, "cuda"),  # the new name wins
     ],
 )
-def test_choose_device(machine, flag, expected):
-    decision = ins.choose_device(machine, flag)
+def test_choose_build(machine, flag, expected):
+    decision = ins.choose_build(machine, flag)
     assert decision.value == expected
     assert decision.why
 
 
 def test_bad_device_value_names_the_choices():
     with pytest.raises(ValueError, match="cpu, cuda or auto"):
-        ins.choose_device(env(NO_GPU, CUTOUT_GUARD_DEVICE="rocm"))
+        ins.choose_build(env(NO_GPU, CUTOUT_GUARD_DEVICE="rocm"))
 
 
 NVIDIA_SMI_SAMPLE = """\
@@ -268,7 +270,7 @@ def simulate(installed: Installed, steps: list[Step], device: str) -> Installed:
 @pytest.mark.parametrize("start", STARTS, ids=range(len(STARTS)))
 def test_plans_converge_and_the_second_plan_is_empty(device, start):
     machine = GPU if device == "cuda" else NO_GPU
-    request = Request(device=device)
+    request = Request(build=device)
     _, first = ins.make_plan(machine, start, request)
     after = simulate(start, first, device)
     _, second = ins.make_plan(machine, after, request)

@@ -112,13 +112,13 @@ def test_category_line_only_generated_when_unsafe(trigger):
 
 
 def test_policy_applies_after_generation(trigger):
-    outside = trigger.check(GRENADE, categories="S2-S14")
+    outside = trigger.check(GRENADE, policy="S2-S14")
     assert outside.safe is True and outside.model_categories == ("S1",) and outside.categories == ()
     assert "outside the policy" in outside.reason
-    inside = trigger.check(GRENADE, categories=("S1", "S9"))
+    inside = trigger.check(GRENADE, policy=("S1", "S9"))
     assert inside.safe is False and inside.categories == ("S1",)
     with pytest.raises(BadInput):
-        trigger.check(GRENADE, categories="S99")
+        trigger.check(GRENADE, policy="S99")
 
 
 def test_threshold_below_p_unsafe_makes_it_unsafe_and_gets_categories(trigger):

@@ -32,8 +32,8 @@ def load(name="trigger.gguf", n_gpu_layers=0, n_ctx=2048, threads=1, keep_loaded
     return nodes.LoadLlamaGuard().load(name, n_gpu_layers, n_ctx, threads, keep_loaded)[0]
 
 
-def check(handle, texts, categories=("all",), threshold=(0.5,)):
-    result = nodes.SafetyCheck().run([handle], list(texts), list(categories), list(threshold))
+def check(handle, texts, policy=("all",), threshold=(0.5,), **old):
+    result = nodes.SafetyCheck().run([handle], list(texts), list(policy) if policy else None, list(threshold) if threshold else None, **old)
     assert result["ui"]["text"] == result["result"][3]  # the reports are shown as they are returned
     return result["result"]
 
@@ -69,12 +69,23 @@ def test_n_texts_give_n_verdicts_matched_by_index(trigger_file):
 
 def test_per_text_policy_and_threshold_or_one_for_all(trigger_file):
     handle = load()
-    safe, categories, _, _ = check(handle, [GRENADE, GRENADE], categories=["S1", "S2-S14"])
+    safe, categories, _, _ = check(handle, [GRENADE, GRENADE], policy=["S1", "S2-S14"])
     assert safe == [False, True] and categories == ["S1: Violent Crimes", ""]
-    with pytest.raises(BadInput, match="categories"):
-        check(handle, [KITTEN, KITTEN, KITTEN], categories=["all", "all"])
+    with pytest.raises(BadInput, match="policy"):
+        check(handle, [KITTEN, KITTEN, KITTEN], policy=["all", "all"])
     with pytest.raises(BadInput):
-        check(handle, [KITTEN], categories=["violence"])
+        check(handle, [KITTEN], policy=["violence"])
+
+
+def test_old_categories_input_still_takes_effect(trigger_file, caplog):
+    """'policy' was called 'categories'; an API prompt saved then still sets it (a hidden input)."""
+    handle = load()
+    assert "categories" in nodes.SafetyCheck.INPUT_TYPES()["hidden"]
+    safe, _, _, _ = check(handle, [GRENADE], policy=None, categories=["S2-S14"])
+    assert safe == [True]  # S1 does not count under the old input's policy
+    assert "now called 'policy'" in caplog.text
+    safe, _, _, _ = check(handle, [GRENADE], policy=None, threshold=None)
+    assert safe == [False]  # neither given: every category counts, threshold 0.5
 
 
 def test_keep_loaded_off_closes_the_model_after_each_run(trigger_file):

@@ -1,6 +1,6 @@
 """The ``cutout-guard`` command line: batch runs without ComfyUI, model downloads, the benchmark.
 
-    cutout-guard run INPUT... --out DIR [--device cpu|cuda] [--models-dir DIR | --comfyui DIR]
+    cutout-guard run INPUT... --out DIR [--preset cpu|cuda] [--models-dir DIR | --comfyui DIR]
     cutout-guard download [ben2 florence2 llama_guard] [--models-dir DIR | --comfyui DIR]
     cutout-guard bench [...]          (see ``cutout-guard bench --help``)
     cutout-guard submit [...]         (send an image to a RunPod endpoint, when installed)
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import vocab
 from ..core.errors import BadInput, CutoutGuardError, ModelMissing
 from ..core.models import KINDS, get_kind
 
@@ -204,7 +205,7 @@ def run(args) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from ..core import report
-    from .pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, devices_for
+    from .pipeline import CaptionOptions, CheckOptions, CutoutOptions, ModelPaths, Pipeline, devices_for
 
     out_dir = Path(args.out)
     items, problems = collect_inputs(args.inputs, out_dir)
@@ -227,9 +228,12 @@ def run(args) -> int:
         print(f"All {len(items)} images were already done — results in {results_path}")
         return EXIT_OK
 
-    devices = devices_for(args.device, provider=args.provider, precision=args.precision, n_gpu_layers=args.n_gpu_layers)
-    caption_options = CaptionOptions(task=args.task, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)
-    check_options = CheckOptions(threshold=args.threshold, categories=args.categories)
+    devices = devices_for(args.preset, provider=args.provider, precision=args.precision, n_gpu_layers=args.n_gpu_layers)
+    options = {
+        "cutout_options": CutoutOptions(mask_values=args.mask_values),
+        "caption_options": CaptionOptions(task=args.task, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams),
+        "check_options": CheckOptions(threshold=args.threshold, policy=args.policy),
+    }
     try:
         root = models_root(args)
         paths = ModelPaths(
@@ -246,7 +250,7 @@ def run(args) -> int:
     try:
         with logging_redirect_tqdm(), tqdm(todo, unit="img", desc="cutout-guard", dynamic_ncols=True) as bar:
             for item in bar:
-                entry = process_one(item, pipeline, out_dir, caption_options, check_options, args, report)
+                entry = process_one(item, pipeline, out_dir, options, args, report)
                 append_result(results_path, entry)
                 if entry["error"] is None:
                     succeeded += 1
@@ -263,8 +267,11 @@ def run(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def process_one(item: Item, pipeline, out_dir: Path, caption_options, check_options, args, report) -> dict:
-    """Run one image and write its report; the results.jsonl entry (``error`` set on failure)."""
+def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report) -> dict:
+    """Run one image and write its report; the results.jsonl entry (``error`` set on failure).
+
+    ``options``: the ``*_options`` keywords of ``Pipeline.process``.
+    """
     entry: dict = {
         "file": item.label,
         "output": item.output,
@@ -278,18 +285,18 @@ def process_one(item: Item, pipeline, out_dir: Path, caption_options, check_opti
     start = time.perf_counter()
     try:
         rgb = read_image(item.source, max_pixels=args.max_pixels)
-        result = pipeline.process(rgb, caption_options=caption_options, check_options=check_options)
+        result = pipeline.process(rgb, **options)
         verdict = result.verdict
         categories = pipeline.named_categories(verdict)
         seconds = dict(result.seconds)
         seconds["total"] = time.perf_counter() - start
         record = report.make_report(
             caption=result.caption,
-            task=caption_options.task,
+            task=options["caption_options"].task,
             safe=verdict.safe,
             p_unsafe=verdict.p_unsafe,
             categories=categories,
-            threshold=check_options.threshold,
+            threshold=options["check_options"].threshold,
             unsafe_action=args.unsafe_action,
             models=pipeline.paths.names(),
             devices=pipeline.devices.as_report(),
@@ -371,8 +378,6 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..core.report import UNSAFE_ACTIONS
-
     parser = argparse.ArgumentParser(
         prog="cutout-guard",
         description="Cut out the subject of photos (BEN2), caption it (Florence-2) and check the caption (Llama Guard 3).",
@@ -383,19 +388,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="process image files and folders, writing a report per image and results.jsonl")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for the report PNGs, their .json and results.jsonl")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cpu: provider CPU, precision fp32, n_gpu_layers 0; cuda: CUDA, fp16, -1")
-    p.add_argument("--provider", choices=("CPU", "CUDA"), help="BEN2's onnxruntime provider (overrides --device)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), help="Florence-2 precision (overrides --device; half precision runs as fp32 on a CPU)")
-    p.add_argument("--n-gpu-layers", type=int, help="Llama Guard layers on the GPU, -1 = all (overrides --device)")
+    p.add_argument("--preset", "--device", dest="preset", choices=tuple(vocab.PRESETS), default="cpu",
+                   help="cpu: provider CPU, precision fp32, n_gpu_layers 0; cuda: CUDA, fp16, -1 (--device is its old name)")
+    p.add_argument("--provider", choices=vocab.PROVIDERS, help="BEN2's onnxruntime provider (overrides --preset)")
+    p.add_argument("--precision", choices=vocab.PRECISIONS, help="Florence-2 precision (overrides --preset; half precision runs as fp32 on a CPU)")
+    p.add_argument("--n-gpu-layers", type=int, help="Llama Guard layers on the GPU, -1 = all (overrides --preset)")
     _add_model_options(p)
     p.add_argument("--offline", action="store_true", help="never download: fail when a model is missing")
-    p.add_argument("--task", choices=("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"), default="<CAPTION>", help="Florence-2 caption task")
+    p.add_argument("--mask-values", choices=vocab.MASK_VALUES, default="normalized",
+                   help="BEN2's mask: normalized (stretched to 0..1, as BEN2's runner does) or raw probabilities (default: %(default)s)")
+    p.add_argument("--task", choices=vocab.CAPTION_TASKS, default="<CAPTION>", help="Florence-2 caption task")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest caption in tokens (default: %(default)s)")
     p.add_argument("--num-beams", type=int, default=3, help="beam width, 1 = greedy (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.5, help="unsafe when p_unsafe >= this, 0..1 (default: %(default)s)")
-    p.add_argument("--categories", help="Llama Guard categories that count, e.g. S1,S10 (default: all)")
-    p.add_argument("--unsafe-action", choices=UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = the CPUs this process may use (default)")
+    p.add_argument("--threshold", type=float, default=vocab.DEFAULT_THRESHOLD, help="unsafe when p_unsafe >= this, 0..1 (default: %(default)s)")
+    p.add_argument("--policy", "--categories", dest="policy",
+                   help="Llama Guard categories that count, e.g. S1,S10-S12 (default: all; --categories is its old name)")
+    p.add_argument("--unsafe-action", choices=vocab.UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")
+    p.add_argument("--threads", type=int, default=vocab.DEFAULT_THREADS, help="CPU threads, 0 = the CPUs this process may use (default)")
     p.add_argument("--n-ctx", type=int, default=2048, help="Llama Guard context in tokens (default: %(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
     p.set_defaults(handler=run)

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from ..core.vocab import BUILDS as BUILDS_AND_AUTO
+
 log = logging.getLogger(__name__)
 
 LLAMA_CPP_VERSION = "0.3.36"
@@ -61,9 +63,10 @@ ORT_OTHER_BUILDS = ("onnxruntime-directml", "onnxruntime-openvino", "onnxruntime
 TRANSFORMERS_MIN = "4.56"  # Florence2ForConditionalGeneration
 PROTECTED = ("torch", "torchvision", "torchaudio")  # pinned to what is installed during every pip call
 
-DEVICE_ENV = "CUTOUT_GUARD_DEVICE"  # cpu | cuda | auto
+BUILD_ENV = "CUTOUT_GUARD_BUILD"  # cpu | cuda | auto (vocab.BUILDS)
+OLD_BUILD_ENV = "CUTOUT_GUARD_DEVICE"  # its name before; still read
 CUDA_ENV = "CUTOUT_GUARD_CUDA"  # e.g. 12.6: the CUDA version to build for when nothing can be detected
-DEVICES = ("cpu", "cuda")
+BUILDS = tuple(b for b in BUILDS_AND_AUTO if b != "auto")  # cpu | cuda
 WORKFLOWS = {"cpu": "workflows_cpu", "cuda": "workflows_gpu"}
 
 Version = tuple[int, ...]
@@ -201,7 +204,7 @@ def _has_nvcc() -> bool:
 def look_at_machine() -> Machine:
     """Gather the facts :func:`make_plan` decides on (runs nvidia-smi; nothing is changed)."""
     smi, driver_cuda = _nvidia_smi()
-    env_keys = (DEVICE_ENV, CUDA_ENV, "CUDA_VISIBLE_DEVICES", "CMAKE_ARGS")
+    env_keys = (BUILD_ENV, OLD_BUILD_ENV, CUDA_ENV, "CUDA_VISIBLE_DEVICES", "CMAKE_ARGS")
     return Machine(
         platform=sys.platform,
         nvidia_smi=smi,
@@ -224,15 +227,17 @@ class Decision:
     why: str
 
 
-def choose_device(machine: Machine, override: str | None = None) -> Decision:
-    """``cpu`` or ``cuda``: the ``--device`` flag, then $CUTOUT_GUARD_DEVICE, then the driver."""
-    for source, value in (("--device", override), (DEVICE_ENV, machine.env.get(DEVICE_ENV))):
+def choose_build(machine: Machine, override: str | None = None) -> Decision:
+    """``cpu`` or ``cuda``: the ``--build`` flag, then $CUTOUT_GUARD_BUILD ($CUTOUT_GUARD_DEVICE, its
+    old name), then the driver."""
+    settings = (("--build", override), (BUILD_ENV, machine.env.get(BUILD_ENV)), (OLD_BUILD_ENV, machine.env.get(OLD_BUILD_ENV)))
+    for source, value in settings:
         value = (value or "").strip().lower()
         if value in ("", "auto"):
             continue
         if value == "gpu":
             value = "cuda"
-        if value not in DEVICES:
+        if value not in BUILDS:
             raise ValueError(f"{source}={value!r}: use cpu, cuda or auto")
         return Decision(value, f"set by {source}")
     visible = machine.env.get("CUDA_VISIBLE_DEVICES")
@@ -315,7 +320,7 @@ class Step:
 class Request:
     """What the command line asked for."""
 
-    device: str | None = None  # --device
+    build: str | None = None  # --build
     models: tuple[tuple[str, str], ...] = ()  # (kind, model name) pairs from --models
     llama_source: bool = False  # --llama-source: build llama-cpp-python even where a wheel exists
     skip_packages: bool = False  # --models-only
@@ -443,8 +448,8 @@ def protected_pins(installed: Installed) -> tuple[str, ...]:
 
 def make_plan(machine: Machine, installed: Installed, request: Request,
               present: Mapping[tuple[str, str], bool] | None = None) -> tuple[Decision, list[Step]]:
-    """(device decision, steps). Pure: same facts, same plan."""
-    device = choose_device(machine, request.device)
+    """(build decision, steps). Pure: same facts, same plan."""
+    device = choose_build(machine, request.build)
     steps: list[Step] = []
     if not request.skip_packages:
         cuda = cuda_version(machine, installed).value if device.value == "cuda" else None
@@ -623,14 +628,14 @@ class _Bar:
 # ----------------------------------------------------------------------------- summary
 
 
-def summary(device: Decision, installed: Installed, models: Mapping[tuple[str, str], Path | None], failed: Sequence[str]) -> str:
+def summary(build: Decision, installed: Installed, models: Mapping[tuple[str, str], Path | None], failed: Sequence[str]) -> str:
     """A few lines saying what is installed and which workflow folder fits this machine."""
     ort = [f"{p} {installed.version(p)}" for p in ORT_PACKAGES if installed.has(p)]
     llama = installed.version("llama-cpp-python")
     llama_text = f"llama-cpp-python {llama} ({installed.llama_backend or 'unknown'} build)" if llama else "MISSING"
     lines = [
         "Cutout Guard — install summary",
-        f"  device        {device.value} ({device.why})",
+        f"  build         {build.value} ({build.why})",
         f"  onnxruntime   {', '.join(ort) or 'MISSING'}",
         f"  llama.cpp     {llama_text}",
         f"  torch         {installed.version('torch') or 'MISSING'} (left as installed)",
@@ -640,8 +645,8 @@ def summary(device: Decision, installed: Installed, models: Mapping[tuple[str, s
         lines.append(f"  model         {kind}: {name} -> {path if path else 'MISSING'}")
     if failed:
         lines.append(f"  FAILED        {', '.join(failed)} (see the messages above)")
-    folder = WORKFLOWS[device.value]
-    mismatch = device.value == "cuda" and llama and installed.llama_backend != "cuda"
+    folder = WORKFLOWS[build.value]
+    mismatch = build.value == "cuda" and llama and installed.llama_backend != "cuda"
     lines.append(f"  workflows     {folder}/ fits this machine"
                  + (" (but llama.cpp is not a CUDA build: set n_gpu_layers to 0)" if mismatch else ""))
     return "\n".join(lines)
