@@ -24,6 +24,37 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FOLDER_KEYS = ("ben2", "florence2", "LLM")
+# the tiny models the workflow tests put in ComfyUI's model folders, by loader node
+TINY = {"CutoutGuardLoadBEN2": "tiny_ben2.onnx", "CutoutGuardLoadFlorence2": "tiny_florence2", "CutoutGuardLoadLlamaGuard": "tiny_guard.gguf"}
+
+
+def build_tiny_models(root: Path) -> None:
+    """Write the TINY models under ``root`` (a ComfyUI models root), those not there yet."""
+    from devtools.synthetic.ben2 import build_ben2
+    from devtools.synthetic.florence2 import build_florence2
+    from devtools.synthetic.llama_guard import build_llama_guard
+
+    builders = {
+        "CutoutGuardLoadBEN2": lambda path: build_ben2(path, size=64),
+        "CutoutGuardLoadFlorence2": build_florence2,
+        "CutoutGuardLoadLlamaGuard": lambda path: build_llama_guard(path, weights="trigger"),
+    }
+    folders = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "LLM"}
+    for node, name in TINY.items():
+        path = root / folders[node] / name
+        if not path.exists():
+            builders[node](path)
+
+
+def with_tiny_models(prompt: dict, image_name: str) -> dict:
+    """A copy of an API prompt whose loaders use the TINY models and whose LoadImage reads ``image_name``."""
+    prompt = json.loads(json.dumps(prompt))
+    for node in prompt.values():
+        if node["class_type"] in TINY:
+            node["inputs"]["model"] = TINY[node["class_type"]]
+        if node["class_type"] == "LoadImage":
+            node["inputs"]["image"] = image_name
+    return prompt
 
 
 def _free_port() -> int:

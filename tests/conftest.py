@@ -74,3 +74,20 @@ def comfyui(tmp_path_factory):
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(comfyui):
+    """The tiny models in the real ComfyUI's model folders (comfyui_harness.TINY)."""
+    from comfyui_harness import build_tiny_models
+
+    build_tiny_models(comfyui.models_root)
+    return comfyui.models_root
+
+
+@pytest.fixture(scope="session")
+def uploaded(comfyui, tmp_path_factory):
+    """A photo uploaded to the real ComfyUI's input folder; its name there."""
+    from photo import make_photo
+
+    return comfyui.upload_image(make_photo(tmp_path_factory.mktemp("photo") / "photo.jpg"))

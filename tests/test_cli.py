@@ -19,7 +19,7 @@ from cutout_guard.core import report
 from cutout_guard.engines.ben2 import Ben2
 from cutout_guard.engines.florence2 import Florence2
 from cutout_guard.engines.llama_guard import LlamaGuard
-from cutout_guard.app.pipeline import PRESETS, Devices, devices_for
+from cutout_guard.app.pipeline import Devices, devices_for
 from devtools.synthetic.ben2 import build_ben2
 from devtools.synthetic.florence2 import build_florence2
 from devtools.synthetic.llama_guard import build_llama_guard

@@ -585,7 +585,6 @@ def test_talks_to_the_simulator_directly(servers, tmp_path):
 REAL = {name: REPO_ROOT / f"workflows_{name}" / "cutout_caption_safety.api.json" for name in ("cpu", "gpu")}
 
 
-@pytest.mark.skipif(not all(p.is_file() for p in REAL.values()), reason="the API workflows are not in the repository yet")
 def test_the_repository_workflows_go_to_their_endpoints(gateway, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", KEY)
     monkeypatch.setenv("CUTOUT_GUARD_CPU_ENDPOINT_ID", "cpu-ep")

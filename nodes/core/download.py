@@ -73,12 +73,28 @@ def download(
 ) -> Path:
     """Fetch ``default`` into ``folder`` and return its path (a file, or a folder for folder kinds)."""
     hub = _hub()
-    from huggingface_hub import errors as hub_errors
-
     target = folder / default.name
-    endpoint = _endpoint()
-    token = os.environ.get("HF_TOKEN") or None
     folder.mkdir(parents=True, exist_ok=True)
+    failed = _failure(kind, default, folder, target)
+    metas = _file_metadata(hub, default, failed)
+    commit = next((m.commit_hash for m in metas.values() if m.commit_hash), None) or default.revision
+    total = sum((m.size or 0) for m in metas.values())
+    log.info("Downloading %s (%s) from %s@%s into %s", default.name, default.size_note or f"{total:,} bytes",
+             default.repo_id, commit[:12], folder)
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{default.name}.", suffix=".tmp", dir=folder))
+    try:
+        hashes = _fetch_files(hub, kind, default, commit, staging, metas, failed, progress=progress, total=total)
+        _install(kind, default, staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already when a folder kind was moved into place
+    write_lock(target, default, commit, hashes)
+    log.info("Installed %s at %s", default.name, target)
+    return target
+
+
+def _failure(kind: ModelKind, default: DefaultModel, folder: Path, target: Path) -> Callable[[str], ModelMissing]:
+    """Makes the error for a download that could not happen, naming the fix."""
 
     def failed(why: str) -> ModelMissing:
         return ModelMissing(
@@ -86,12 +102,18 @@ def download(
             f"{fetch_hint(kind, default.name, folder if not kind.is_folder else target)}"
         )
 
-    # Ask the hub for each file's revision, size and hash before downloading anything.
+    return failed
+
+
+def _file_metadata(hub, default: DefaultModel, failed: Callable[[str], ModelMissing]) -> dict:
+    """The hub's revision, size and hash of each file, asked before anything is downloaded."""
+    from huggingface_hub import errors as hub_errors
+
+    endpoint, token = _endpoint(), os.environ.get("HF_TOKEN") or None
     metas = {}
-    revision = default.revision
     try:
         for remote in default.files:
-            url = hub.hf_hub_url(default.repo_id, remote.filename, revision=revision, endpoint=endpoint)
+            url = hub.hf_hub_url(default.repo_id, remote.filename, revision=default.revision, endpoint=endpoint)
             metas[remote.filename] = hub.get_hf_file_metadata(url, token=token, endpoint=endpoint)
     except hub_errors.GatedRepoError:
         raise failed(
@@ -107,66 +129,59 @@ def download(
         raise failed(f"hub error: {exc}") from None
     except Exception as exc:  # offline, refused, DNS, TLS: the HTTP client's own error types vary
         raise failed(f"offline or unreachable: {type(exc).__name__}: {exc}") from None
+    return metas
 
-    commit = next((m.commit_hash for m in metas.values() if m.commit_hash), None) or revision
-    total = sum((m.size or 0) for m in metas.values())
-    log.info("Downloading %s (%s) from %s@%s into %s", default.name, default.size_note or f"{total:,} bytes",
-             default.repo_id, commit[:12], folder)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{default.name}.", suffix=".tmp", dir=folder))
-    try:
-        hashes: dict[str, str] = {}
-        tqdm_class = _progress_class(progress, total)
-        # huggingface_hub 0.x (which transformers 4.x pins) has no tqdm_class here: report per file
-        options = {"tqdm_class": tqdm_class} if tqdm_class and _accepts(hub.hf_hub_download, "tqdm_class") else {}
-        done = 0
-        for remote in default.files:
-            meta = metas[remote.filename]
-            try:
-                local = hub.hf_hub_download(
-                    default.repo_id,
-                    remote.filename,
-                    revision=commit,
-                    local_dir=staging,
-                    token=token,
-                    endpoint=endpoint,
-                    **options,
-                )
-            except Exception as exc:  # broken transfers surface as the HTTP client's own errors
-                raise failed(f"download of {remote.filename} failed: {type(exc).__name__}: {exc}") from None
-            local = Path(local)
-            size = local.stat().st_size
-            done += size
-            if progress is not None and not options:
-                progress(done, total)
-            digest = sha256_of(local)
-            expected = [v for v in (remote.sha256, _etag_sha256(meta.etag)) if v]
-            if (remote.size is not None and size != remote.size) or (meta.size is not None and size != meta.size):
-                raise ModelCorrupt(
-                    f"{kind.label} download of {remote.filename} has {size:,} bytes, expected "
-                    f"{remote.size or meta.size:,} — nothing was installed; try again"
-                )
-            if any(digest != value for value in expected):
-                raise ModelCorrupt(
-                    f"{kind.label} download of {remote.filename} has sha256 {digest}, expected "
-                    f"{expected[0]} — nothing was installed; try again"
-                )
-            if not expected:
-                log.warning("%s: no sha256 known for %s; recorded %s", kind.label, remote.filename, digest)
-            hashes[remote.filename] = digest
+def _fetch_files(hub, kind: ModelKind, default: DefaultModel, commit: str, staging: Path, metas: dict,
+                 failed: Callable[[str], ModelMissing], *, progress: Progress | None, total: int) -> dict[str, str]:
+    """Download every file of ``default`` into ``staging``, each checked; ``{filename: sha256}``."""
+    tqdm_class = _progress_class(progress, total)
+    # huggingface_hub 0.x (which transformers 4.x pins) has no tqdm_class here: report per file
+    options = {"tqdm_class": tqdm_class} if tqdm_class and _accepts(hub.hf_hub_download, "tqdm_class") else {}
+    hashes: dict[str, str] = {}
+    done = 0
+    for remote in default.files:
+        try:
+            local = Path(hub.hf_hub_download(
+                default.repo_id, remote.filename, revision=commit, local_dir=staging,
+                token=os.environ.get("HF_TOKEN") or None, endpoint=_endpoint(), **options,
+            ))
+        except Exception as exc:  # broken transfers surface as the HTTP client's own errors
+            raise failed(f"download of {remote.filename} failed: {type(exc).__name__}: {exc}") from None
+        done += local.stat().st_size
+        if progress is not None and not options:
+            progress(done, total)
+        hashes[remote.filename] = _checked(kind, remote, metas[remote.filename], local)
+    return hashes
 
-        shutil.rmtree(staging / ".cache", ignore_errors=True)
-        if kind.is_folder:
-            os.replace(staging, target)
-            staging = None
-        else:
-            os.replace(staging / default.files[0].filename, target)
-        write_lock(target, default, commit, hashes)
-        log.info("Installed %s at %s", default.name, target)
-        return target
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+
+def _checked(kind: ModelKind, remote, meta, local: Path) -> str:
+    """The sha256 of a downloaded file, after checking its size and hash against the pins and the hub."""
+    size = local.stat().st_size
+    digest = sha256_of(local)
+    expected = [v for v in (remote.sha256, _etag_sha256(meta.etag)) if v]
+    if (remote.size is not None and size != remote.size) or (meta.size is not None and size != meta.size):
+        raise ModelCorrupt(
+            f"{kind.label} download of {remote.filename} has {size:,} bytes, expected "
+            f"{remote.size or meta.size:,} — nothing was installed; try again"
+        )
+    if any(digest != value for value in expected):
+        raise ModelCorrupt(
+            f"{kind.label} download of {remote.filename} has sha256 {digest}, expected "
+            f"{expected[0]} — nothing was installed; try again"
+        )
+    if not expected:
+        log.warning("%s: no sha256 known for %s; recorded %s", kind.label, remote.filename, digest)
+    return digest
+
+
+def _install(kind: ModelKind, default: DefaultModel, staging: Path, target: Path) -> None:
+    """Rename the complete download into place (the folder itself for folder kinds)."""
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    if kind.is_folder:
+        os.replace(staging, target)
+    else:
+        os.replace(staging / default.files[0].filename, target)
 
 
 def _accepts(function, name: str) -> bool:

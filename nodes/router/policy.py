@@ -341,71 +341,78 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 
 def parse_policy(text: str, *, base_dir: str | Path = REPO_ROOT, source: str = "policy") -> Policy:
-    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
-        raise PolicyError("reading a policy file on Python 3.10 needs the 'tomli' package — pip install tomli")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    """A routing policy from TOML text; a table or key left out takes the built-in default's."""
+    data = _toml(text, source)
     defaults = tomllib.loads(DEFAULT_POLICY)
     where = _Where(source)
     where.keys(data, "top level", {"base_url", "api_key_env", "default", "wait", "tiers", "endpoints",
                                    "off_peak", "fallback", "rules"})
-    base_dir = Path(base_dir)
-
-    endpoints_data = data.get("endpoints", {})
-    where.keys(endpoints_data, "[endpoints]", set(ENDPOINTS))
-    endpoints = {}
-    for name in ENDPOINTS:
-        if name in endpoints_data:  # a table you write: optional keys left out are off
-            required = {k: defaults["endpoints"][name][k] for k in ("id_env", "timeout_s")}
-            required["workflow"] = str(REPO_ROOT / defaults["endpoints"][name]["workflow"])
-            entry = {**required, **endpoints_data[name]}
-            endpoints[name] = _endpoint(where, name, entry, base_dir)
-        else:  # a table you leave out is the built-in one (workflows beside the package)
-            endpoints[name] = _endpoint(where, name, defaults["endpoints"][name], REPO_ROOT)
-
-    default = where.choice(data.get("default", defaults["default"]), "default", ENDPOINTS)
-    wait = where.choice(data.get("wait", defaults["wait"]), "wait", WAIT_MODES)
-
-    off_peak = data.get("off_peak", defaults["off_peak"])
-    where.keys(off_peak, "[off_peak]", {"timezone", "windows"})
-    zone = where.string(off_peak.get("timezone", "UTC"), "off_peak.timezone")
-    try:
-        _zone(zone)
-    except Exception:
-        raise PolicyError(f"{source}: off_peak.timezone {zone!r} is not a known time zone (e.g. 'Europe/Berlin')") from None
-    windows = tuple(_window(where, w) for w in where.list(off_peak.get("windows", []), "off_peak.windows"))
-
-    fb = data.get("fallback", defaults["fallback"])
-    where.keys(fb, "[fallback]", {"on", *ENDPOINTS})
-    fallback = {}
-    for name in ENDPOINTS:
-        if name in fb:
-            target = where.choice(fb[name], f"fallback.{name}", ENDPOINTS)
-            if target == name:
-                raise PolicyError(f"{source}: fallback.{name} points at itself")
-            fallback[name] = target
-    causes = frozenset(where.choice(c, "fallback.on", FALLBACK_CAUSES)
-                       for c in where.list(fb.get("on", list(FALLBACK_CAUSES)), "fallback.on"))
-
+    zone, windows = _off_peak(where, data.get("off_peak", defaults["off_peak"]))
+    fallback, causes = _fallback(where, data.get("fallback", defaults["fallback"]))
     rules_data = data["rules"] if "rules" in data else defaults["rules"]
-    rules = tuple(_rule(where, i, r) for i, r in enumerate(where.list(rules_data, "rules"), 1))
-
     return Policy(
-        endpoints=endpoints,
-        rules=rules,
-        default=default,
+        endpoints=_endpoints(where, data.get("endpoints", {}), defaults["endpoints"], Path(base_dir)),
+        rules=tuple(_rule(where, i, r) for i, r in enumerate(where.list(rules_data, "rules"), 1)),
+        default=where.choice(data.get("default", defaults["default"]), "default", ENDPOINTS),
         windows=windows,
         timezone=zone,
         fallback=fallback,
         fallback_on=causes,
         base_url=where.string(data.get("base_url", defaults["base_url"]), "base_url").rstrip("/"),
         api_key_env=where.string(data.get("api_key_env", defaults["api_key_env"]), "api_key_env"),
-        wait=wait,
+        wait=where.choice(data.get("wait", defaults["wait"]), "wait", WAIT_MODES),
         source=source,
         extra_tiers=frozenset(where.string(t, "tiers") for t in where.list(data.get("tiers", []), "tiers")),
     )
+
+
+def _toml(text: str, source: str) -> dict:
+    if tomllib is None:  # pragma: no cover - Python 3.10 without tomli
+        raise PolicyError("reading a policy file on Python 3.10 needs the 'tomli' package — pip install tomli")
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+
+
+def _endpoints(where: "_Where", tables: dict, defaults: dict, base_dir: Path) -> dict[str, Endpoint]:
+    """Every endpoint: a table you write (optional keys left out are off) or the built-in one."""
+    where.keys(tables, "[endpoints]", set(ENDPOINTS))
+    endpoints = {}
+    for name in ENDPOINTS:
+        if name in tables:
+            required = {k: defaults[name][k] for k in ("id_env", "timeout_s")}
+            required["workflow"] = str(REPO_ROOT / defaults[name]["workflow"])
+            endpoints[name] = _endpoint(where, name, {**required, **tables[name]}, base_dir)
+        else:  # the built-in table's workflows lie beside the package
+            endpoints[name] = _endpoint(where, name, defaults[name], REPO_ROOT)
+    return endpoints
+
+
+def _off_peak(where: "_Where", table: dict) -> tuple[str, tuple[Window, ...]]:
+    """(time zone, off-peak windows) from the [off_peak] table."""
+    where.keys(table, "[off_peak]", {"timezone", "windows"})
+    zone = where.string(table.get("timezone", "UTC"), "off_peak.timezone")
+    try:
+        _zone(zone)
+    except Exception:
+        raise PolicyError(f"{where.source}: off_peak.timezone {zone!r} is not a known time zone (e.g. 'Europe/Berlin')") from None
+    return zone, tuple(_window(where, w) for w in where.list(table.get("windows", []), "off_peak.windows"))
+
+
+def _fallback(where: "_Where", table: dict) -> tuple[dict[str, str], frozenset[str]]:
+    """({endpoint: its fallback}, the causes that trigger one) from the [fallback] table."""
+    where.keys(table, "[fallback]", {"on", *ENDPOINTS})
+    fallback = {}
+    for name in ENDPOINTS:
+        if name in table:
+            target = where.choice(table[name], f"fallback.{name}", ENDPOINTS)
+            if target == name:
+                raise PolicyError(f"{where.source}: fallback.{name} points at itself")
+            fallback[name] = target
+    causes = frozenset(where.choice(c, "fallback.on", FALLBACK_CAUSES)
+                       for c in where.list(table.get("on", list(FALLBACK_CAUSES)), "fallback.on"))
+    return fallback, causes
 
 
 def _endpoint(where: "_Where", name: str, entry: dict, base_dir: Path) -> Endpoint:

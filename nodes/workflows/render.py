@@ -105,67 +105,56 @@ def _height(n_slots: int, n_widgets: int, extra: int) -> int:
     return 46 + 22 * n_slots + 26 * n_widgets + extra
 
 
-def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict:
-    """The canvas format (schema 0.4) the ComfyUI frontend loads by drag and drop."""
-    defs = defs or node_definitions()
-    ids = _ids(workflow)
-    links: list[list] = []
-    nodes: list[dict] = []
-    outputs_links: dict[tuple[int, int], list[int]] = {}
-    columns = list(dict.fromkeys(node.group for node in workflow.nodes))
-    column_y = {group: 110 for group in columns}
-    placed: dict[str, list[tuple[int, int, int, int]]] = {group: [] for group in columns}
+class _Links:
+    """The canvas's links, numbered from 1, and the links leaving each (node id, output slot)."""
 
-    for order, node in enumerate(workflow.nodes):
-        definition = defs[node.class_type]
-        node_id = ids[node.key]
-        inputs, widgets, extra = [], [], 0
-        for name, kind, options, _ in _inputs(definition):
-            value = node.inputs.get(name)
-            widget = is_widget(kind, options)
-            if isinstance(value, Link):
-                link_id = len(links) + 1
-                source = ids[value.node]
-                out_type = defs[workflow.nodes[source - 1].class_type]["output"][value.output]
-                links.append([link_id, source, value.output, node_id, len(inputs), out_type])
-                outputs_links.setdefault((source, value.output), []).append(link_id)
-                entry = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": link_id}
-                if widget:
-                    entry["widget"] = {"name": name}
-                inputs.append(entry)
-            elif not widget:
-                inputs.append({"name": name, "type": kind, "link": None})
+    def __init__(self):
+        self.rows: list[list] = []
+        self.leaving: dict[tuple[int, int], list[int]] = {}
+
+    def add(self, source: int, output: int, target: int, slot: int, kind: str) -> int:
+        link_id = len(self.rows) + 1
+        self.rows.append([link_id, source, output, target, slot, kind])
+        self.leaving.setdefault((source, output), []).append(link_id)
+        return link_id
+
+
+def _slots(node, definition: dict, workflow: Workflow, device: str, defs: dict, ids: dict, links: _Links):
+    """One node's input slots, widget values and the extra height its widgets need."""
+    inputs, widgets, extra = [], [], 0
+    for name, kind, options, _ in _inputs(definition):
+        value = node.inputs.get(name)
+        widget = is_widget(kind, options)
+        if isinstance(value, Link):
+            source = ids[value.node]
+            out_type = defs[workflow.nodes[source - 1].class_type]["output"][value.output]
+            link_id = links.add(source, value.output, ids[node.key], len(inputs), out_type)
+            entry = {"name": name, "type": "COMBO" if isinstance(kind, list) else kind, "link": link_id}
             if widget:
-                widgets.append(default_value(kind, options) if value is None or isinstance(value, Link) else _value(value, device))
-                extra += 60 if options.get("multiline") else 0
-                if options.get("image_upload"):
-                    widgets.append("image")  # the upload button's own value
-                    extra += 300  # room for the image preview the node grows to show
-        outputs = [
-            {"name": out_name, "type": out_type, "links": [], "slot_index": index}
-            for index, (out_type, out_name) in enumerate(zip(definition["output"], definition["output_name"]))
-        ]
-        height = _height(max(len(inputs), len(outputs)), len(widgets), extra)
-        x = 40 + COLUMN * columns.index(node.group)
-        y = column_y[node.group]
-        column_y[node.group] += height + 70
-        placed[node.group].append((x, y, NODE_WIDTH, height))
-        nodes.append({
-            "id": node_id, "type": node.class_type, "title": node.title, "pos": [x, y], "size": [NODE_WIDTH, height],
-            "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
-            "properties": {"Node name for S&R": node.class_type}, "widgets_values": widgets,
-        })
-    for node in nodes:
-        for output in node["outputs"]:
-            output["links"] = outputs_links.get((node["id"], output["slot_index"]), [])
+                entry["widget"] = {"name": name}
+            inputs.append(entry)
+        elif not widget:
+            inputs.append({"name": name, "type": kind, "link": None})
+        if widget:
+            widgets.append(default_value(kind, options) if value is None or isinstance(value, Link) else _value(value, device))
+            extra += 60 if options.get("multiline") else 0
+            if options.get("image_upload"):
+                widgets.append("image")  # the upload button's own value
+                extra += 300  # room for the image preview the node grows to show
+    return inputs, widgets, extra
 
-    note_id = len(nodes) + 1
-    first = placed[columns[0]][-1]
-    nodes.append({
-        "id": note_id, "type": "Note", "title": "About this workflow", "pos": [40, first[1] + first[3] + 90],
-        "size": [NODE_WIDTH, 360], "flags": {}, "order": len(nodes), "mode": 0, "inputs": [], "outputs": [],
+
+def _note(node_id: int, order: int, workflow: Workflow, below: tuple[int, int, int, int]) -> dict:
+    """The "About this workflow" note, under the first column."""
+    return {
+        "id": node_id, "type": "Note", "title": "About this workflow", "pos": [40, below[1] + below[3] + 90],
+        "size": [NODE_WIDTH, 360], "flags": {}, "order": order, "mode": 0, "inputs": [], "outputs": [],
         "properties": {}, "widgets_values": [workflow.note], "color": "#432", "bgcolor": "#653",
-    })
+    }
+
+
+def _groups(columns: list[str], placed: dict[str, list[tuple[int, int, int, int]]]) -> list[dict]:
+    """One coloured group box around each column's nodes."""
     groups = []
     for index, group in enumerate(columns):
         boxes = placed[group]
@@ -176,14 +165,48 @@ def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict
             "id": index + 1, "title": GROUPS[group], "bounding": [left, top, right - left, bottom - top],
             "color": GROUP_COLORS[group], "font_size": 24, "flags": {},
         })
+    return groups
+
+
+def render_ui(workflow: Workflow, device: str, defs: dict | None = None) -> dict:
+    """The canvas format (schema 0.4) the ComfyUI frontend loads by drag and drop."""
+    defs = defs or node_definitions()
+    ids = _ids(workflow)
+    links = _Links()
+    nodes: list[dict] = []
+    columns = list(dict.fromkeys(node.group for node in workflow.nodes))  # one column per group, left to right
+    column_y = {group: 110 for group in columns}
+    placed: dict[str, list[tuple[int, int, int, int]]] = {group: [] for group in columns}
+
+    for order, node in enumerate(workflow.nodes):
+        definition = defs[node.class_type]
+        inputs, widgets, extra = _slots(node, definition, workflow, device, defs, ids, links)
+        outputs = [
+            {"name": out_name, "type": out_type, "links": [], "slot_index": index}
+            for index, (out_type, out_name) in enumerate(zip(definition["output"], definition["output_name"]))
+        ]
+        height = _height(max(len(inputs), len(outputs)), len(widgets), extra)
+        x, y = 40 + COLUMN * columns.index(node.group), column_y[node.group]
+        column_y[node.group] += height + 70
+        placed[node.group].append((x, y, NODE_WIDTH, height))
+        nodes.append({
+            "id": ids[node.key], "type": node.class_type, "title": node.title, "pos": [x, y], "size": [NODE_WIDTH, height],
+            "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
+            "properties": {"Node name for S&R": node.class_type}, "widgets_values": widgets,
+        })
+    for entry in nodes:
+        for output in entry["outputs"]:
+            output["links"] = links.leaving.get((entry["id"], output["slot_index"]), [])
+    note_id = len(nodes) + 1
+    nodes.append(_note(note_id, len(nodes), workflow, placed[columns[0]][-1]))
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"cutout-guard/{workflow.name}/{device}")),
         "revision": 0,
         "last_node_id": note_id,
-        "last_link_id": len(links),
+        "last_link_id": len(links.rows),
         "nodes": nodes,
-        "links": links,
-        "groups": groups,
+        "links": links.rows,
+        "groups": _groups(columns, placed),
         "config": {},
         "extra": {
             "ds": {"scale": 0.8, "offset": [0, 0]},
