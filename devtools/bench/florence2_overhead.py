@@ -54,7 +54,7 @@ def measure(folder: str, runs: int, tokens: int, beams: int, device: str, precis
     import torch
 
     from cutout_guard.engines.florence2 import Florence2, to_pil
-    from cutout_guard.florence2_nodes import Caption
+    from cutout_guard.comfyui.florence2_nodes import Caption
     from cutout_guard.comfyui.handle import ModelHandle
 
     rss_before = peak_rss_mib()
@@ -90,28 +90,10 @@ def measure(folder: str, runs: int, tokens: int, beams: int, device: str, precis
 
     stages = {"preprocess": [], "vision encoder": [], "text encoder": [], "decoding": [], "postprocess": []}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        prepared = engine.preprocess(rgb, "<CAPTION>")
-        sync()
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            engine.encode_image(prepared["pixel_values"])
-        sync()
-        t2 = time.perf_counter()
-        encoded = engine.encode(prepared)  # vision encoder again, then the text encoder
-        sync()
-        t3 = time.perf_counter()
-        ids = engine.decode(encoded, prepared["attention_mask"], max_new_tokens=tokens, num_beams=beams)
-        sync()
-        t4 = time.perf_counter()
-        engine.postprocess(ids, "<CAPTION>", (size, size))
-        t5 = time.perf_counter()
-        assert ids.shape[1] == tokens + 1
-        stages["preprocess"].append(t1 - t0)
-        stages["vision encoder"].append(t2 - t1)
-        stages["text encoder"].append(max(0.0, (t3 - t2) - (t2 - t1)))
-        stages["decoding"].append(t4 - t3)
-        stages["postprocess"].append(t5 - t4)
+        timings: dict = {}  # filled by the engine's forward hooks around generate's own stages
+        engine.caption(rgb, task="<CAPTION>", max_new_tokens=tokens, num_beams=beams, timings=timings)
+        for stage, seconds in timings.items():
+            stages[stage.replace("_", " ")].append(seconds)
     return {
         "device": str(engine.device),
         "dtype": str(engine.dtype).replace("torch.", ""),
