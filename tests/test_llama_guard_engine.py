@@ -157,7 +157,16 @@ def test_safe_without_end_of_turn_fails_closed(monkeypatch):
 
 def test_n_texts_give_n_verdicts_in_order(trigger):
     texts = [KITTEN, GRENADE, "A dog on grass.", "Two grenade shells.", ""]
-    assert [trigger.check(t).safe for t in texts] == [True, False, True, False, True]
+    assert [trigger.check(t).safe for t in texts] == [True, False, True, False, False]
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\n\t  \n"])
+def test_blank_text_is_never_checked_and_never_safe(trigger, blank):
+    """Regression: empty text (Florence-2 can return an empty caption) was judged safe."""
+    verdict = trigger.check(blank)
+    assert verdict.safe is False and verdict.p_unsafe is None
+    assert "empty" in verdict.reason and verdict.prompt_tokens == 0 and verdict.answer == ""
+    assert trigger.check(blank, threshold=1.0).safe is False  # no threshold makes it safe
 
 
 # ----------------------------------------------------------------------------- prefix cache

@@ -14,7 +14,9 @@ How a check runs:
    below the threshold) only the end of turn is read; when it is "unsafe", or it is "safe" but
    ``p_unsafe`` reaches the threshold, the answer is continued from "unsafe" to get the category
    line. Any other first token is not decoded further.
-5. Fail closed: an answer that does not parse as ``safe`` or ``unsafe\\nS<n>[,S<n>...]`` gives an
+5. Blank text (empty or whitespace only) is never checked and never safe: the verdict is unsafe,
+   ``p_unsafe`` is None and the reason says the text was empty.
+6. Fail closed: an answer that does not parse as ``safe`` or ``unsafe\\nS<n>[,S<n>...]`` gives an
    unsafe verdict with the reason. Verdict: unsafe when ``p_unsafe >= threshold`` or the answer
    says unsafe; safe only when the answer is "safe" and ``p_unsafe < threshold``. The policy (which
    categories count) applies after generation: an unsafe answer whose listed categories all lie
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SAFE_END_TOKENS = 4  # "safe" then at most this many tokens before the end of turn
 CATEGORY_TOKENS = 48  # enough for "unsafe\nS1,S2,...,S14"
+BLANK_REASON = "the text is empty (an empty caption): nothing was checked, so it is not safe"
 
 INSTALL_CPU = "pip install llama-cpp-python"
 INSTALL_CUDA = 'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
@@ -366,6 +369,8 @@ class LlamaGuard:
             if unknown:
                 raise BadInput(f"Llama Guard policy: unknown codes {unknown}; known {list(self.template.hazards)}")
             policy = tuple(c for c in self.template.hazards if c in policy)
+        if not text.strip():  # nothing to judge is never judged safe
+            return Verdict(safe=False, p_unsafe=None, reason=BLANK_REASON, threshold=threshold, policy=policy)
 
         with self._lock:
             logits, evaluated = self.prompt_logits(text, reuse_prefix=reuse_prefix)
