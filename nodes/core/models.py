@@ -1,6 +1,6 @@
 """Which model files the pack uses, where they live, and how they are checked.
 
-A *kind* (``ben2``, ``florence2``, ``llama_guard``) names one model family. Each kind has a
+A *kind* (``ben2``, ``florence2``, ``llama_guard``, ``image_guard``) names one model family. Each kind has a
 model-folder key (the name ComfyUI's ``folder_paths`` and ``extra_model_paths.yaml`` use), a
 default model that is downloaded on request, and the files that make it up. Nothing here knows
 ComfyUI: callers pass the folders to search, so the nodes, ``install.py`` and the command line
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import logging
 import os
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class DefaultModel:
 class ModelKind:
     """A model family: its folder key, file extensions and default models."""
 
-    kind: str  # ben2 | florence2 | llama_guard
+    kind: str  # ben2 | florence2 | llama_guard | image_guard
     folder_key: str  # ComfyUI model-folder key
     extensions: tuple[str, ...]  # file extensions listed in the dropdown; () for folder kinds
     defaults: tuple[DefaultModel, ...] = field(default_factory=tuple)
@@ -178,6 +179,39 @@ LLAMA_GUARD = register_kind(
 )
 
 
+# The image-level check: an NSFW image classifier in transformers' native ViT layout, one folder
+# per model. Falconsai/nsfw_image_detection: ViT-B/16 at 224², labels normal/nsfw, Apache-2.0. Only
+# the files ViTForImageClassification and the pack's own pre-processing read (never the pickled
+# pytorch_model.bin or optimizer.pt). The weights' sha256 and size are the ones the hub publishes for
+# the LFS file at that revision; the two small JSON files are pinned by size, their sha256 taken from
+# the hub at download time.
+IMAGE_GUARD = register_kind(
+    ModelKind(
+        kind="image_guard",
+        folder_key="image_guard",
+        extensions=(),
+        label="Image Guard",
+        defaults=(
+            DefaultModel(
+                name="nsfw_image_detection",
+                repo_id="Falconsai/nsfw_image_detection",
+                revision="4ea924a80cd71a53597a14eead839aff6942f2c9",
+                files=(
+                    RemoteFile("config.json", 724),
+                    RemoteFile("preprocessor_config.json", 325),
+                    RemoteFile(
+                        "model.safetensors",
+                        343_223_968,
+                        "97b2ce64ec146884b37f98ee7944ca4891aa72f6827dc0cb10684a1cbecd5830",
+                    ),
+                ),
+                size_note="343 MB",
+            ),
+        ),
+    )
+)
+
+
 def get_kind(kind: str) -> ModelKind:
     try:
         return KINDS[kind]
@@ -224,6 +258,25 @@ def find_model(kind: ModelKind, name: str, folders: list[Path]) -> Path | None:
         candidate = folder / name
         if candidate.exists():
             return candidate
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file, or None (checks the header and the size)."""
+    size = path.stat().st_size
+    if size < 8:
+        return f"{path.name} has {size} bytes"
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len > min(size - 8, 100_000_000):
+            return f"{path.name} has a header of {header_len:,} bytes in a file of {size:,}"
+        try:
+            header = json.loads(handle.read(header_len))
+        except ValueError:
+            return f"{path.name} has an unreadable header"
+    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        return f"{path.name} is truncated: {size:,} bytes, its header needs {8 + header_len + end:,}"
     return None
 
 

@@ -8,14 +8,14 @@ them with their meaning and the old names that still work.
 from __future__ import annotations
 
 # --- model kinds: install.py --models, `cutout-guard download`, core/models.py, error messages
-MODEL_KINDS = ("ben2", "florence2", "llama_guard")
+MODEL_KINDS = ("ben2", "florence2", "llama_guard", "image_guard")
 
 # --- where each engine runs (the three inputs that differ between the CPU and GPU workflows)
 PROVIDERS = ("CPU", "CUDA")  # BEN2 `provider`: onnxruntime's execution provider
-PRECISIONS = ("fp32", "fp16", "bf16")  # Florence-2 `precision`
+PRECISIONS = ("fp32", "fp16", "bf16")  # Florence-2 and image guard `precision`
 # Llama Guard `n_gpu_layers`: an int, 0 = CPU only, -1 = every layer on the GPU
 
-# `device`: the torch device Florence-2 runs on; "default" = ComfyUI's device (in ComfyUI only)
+# `device`: the torch device Florence-2 and the image guard run on; "default" = ComfyUI's device (in ComfyUI only)
 DEVICES = ("default", "cpu", "cuda")
 
 # `preset`: the command line's set of the three settings (`cutout-guard run --preset`)

@@ -22,18 +22,19 @@ load logs one line saying so.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
+from ..core.errors import BadInput, MissingDependency, ModelCorrupt
+from ..core.models import safetensors_problem
 from ..core.vocab import CAPTION_TASKS, PRECISIONS
+from .torch_device import precision_name, release
+from .torch_device import resolve_device as _resolve_device, resolve_dtype as _resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +65,6 @@ def import_transformers():
 
 
 # ----------------------------------------------------------------------------- model files
-
-
-def _safetensors_problem(path: Path) -> str | None:
-    """Why ``path`` is not a complete safetensors file, or None (checks the header and the size)."""
-    size = path.stat().st_size
-    if size < 8:
-        return f"{path.name} has {size} bytes"
-    with open(path, "rb") as handle:
-        (header_len,) = struct.unpack("<Q", handle.read(8))
-        if header_len > min(size - 8, 100_000_000):
-            return f"{path.name} has a header of {header_len:,} bytes in a file of {size:,}"
-        try:
-            header = json.loads(handle.read(header_len))
-        except ValueError:
-            return f"{path.name} has an unreadable header"
-    end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        return f"{path.name} is truncated: {size:,} bytes, its header needs {8 + header_len + end:,}"
-    return None
 
 
 def check_model_folder(path: Path) -> None:
@@ -123,7 +105,7 @@ def check_model_folder(path: Path) -> None:
         shard_path = path / shard
         if not shard_path.is_file():
             raise ModelCorrupt(f"Florence-2 model {path} is missing {shard} — {FETCH_HINT}")
-        problem = _safetensors_problem(shard_path)
+        problem = safetensors_problem(shard_path)
         if problem:
             raise ModelCorrupt(f"Florence-2 model {path} is damaged ({problem}) — {FETCH_HINT}")
 
@@ -133,27 +115,12 @@ def check_model_folder(path: Path) -> None:
 
 def resolve_device(torch, device) -> "torch.device":
     """``device`` as a torch.device; a clear error when CUDA is asked for and not usable."""
-    device = torch.device(device if device is not None else "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable(
-            "Florence-2: device cuda was chosen but this torch has no usable CUDA GPU — pick device cpu "
-            "(and precision fp32), or install a CUDA build of torch"
-        )
-    return device
+    return _resolve_device(torch, device, "Florence-2")
 
 
 def resolve_dtype(torch, precision: str, device) -> "torch.dtype":
     """The torch dtype for ``precision`` on ``device``: fp16/bf16 on a CPU run as fp32 (logged)."""
-    if precision not in PRECISIONS:
-        raise BadInput(f"Florence-2 precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision != "fp32" and device.type == "cpu":
-        log.warning(
-            "Florence-2: precision %s is not supported on the CPU (half-precision CPU kernels are missing); "
-            "running in fp32 instead",
-            precision,
-        )
-        return torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    return _resolve_dtype(torch, precision, device, "Florence-2")
 
 
 def to_pil(rgb: np.ndarray):
@@ -232,8 +199,7 @@ class Florence2:
     @property
     def running_precision(self) -> str:
         """The precision that runs: ``precision`` as asked, or ``fp32`` where the device lacks it."""
-        names = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
-        return names.get(str(self.dtype), str(self.dtype))
+        return precision_name(self.dtype)
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -330,14 +296,9 @@ class Florence2:
 
     def close(self) -> None:
         """Drop the model and processor and return their memory (GPU memory too)."""
-        on_cuda = self.device is not None and getattr(self.device, "type", "") == "cuda"
         self.model = None
         self.processor = None
-        gc.collect()
-        if on_cuda:
-            import torch
-
-            torch.cuda.empty_cache()
+        release(self.device)
 
 
 STAGES = ("preprocess", "vision_encoder", "text_encoder", "decoding", "postprocess")  # caption(timings=...) keys
