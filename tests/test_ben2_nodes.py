@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -33,7 +35,15 @@ def load(model="tiny.onnx", provider="CPU", keep_loaded=True):
 def remove(handle, image, **options):
     args = {"background": "transparent", "color": "#FFFFFF", "refine_foreground": False, "mask_values": "normalized"}
     args.update(options)
-    return ben2_nodes.RemoveBackground().run(handle, image, **args)
+    return ben2_nodes.RemoveBackground().run(handle, image, **args)[:2]  # cutout, mask (the report: below)
+
+
+def test_each_image_has_its_run_report(ben2_file):
+    image = subject_image(batch=3)
+    *_, reports = ben2_nodes.RemoveBackground().run(load(), image, "transparent", "#FFFFFF", False, "normalized")
+    runs = [json.loads(r) for r in reports]
+    assert [r["index"] for r in runs] == [0, 1, 2] and all(r["stage"] == "cutout" for r in runs)
+    assert all(r["model"] == "tiny.onnx" and r["provider"] == "CPU" and r["seconds"] > 0 for r in runs)
 
 
 def test_dropdown_lists_default_and_found_models(ben2_file):

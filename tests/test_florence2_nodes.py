@@ -69,7 +69,9 @@ def caption(handle, image, **options):
 def test_nodes_are_registered_with_fixed_ids():
     assert NODE_CLASS_MAPPINGS["CutoutGuardLoadFlorence2"] is florence2_nodes.LoadFlorence2
     assert NODE_CLASS_MAPPINGS["CutoutGuardCaption"] is florence2_nodes.Caption
-    assert florence2_nodes.Caption.RETURN_TYPES == ("STRING",) and florence2_nodes.Caption.OUTPUT_IS_LIST == (True,)
+    # output 0 stays the caption list (saved workflows link to it); the run report was added after it
+    assert florence2_nodes.Caption.RETURN_TYPES == ("STRING", "STRING") and florence2_nodes.Caption.OUTPUT_IS_LIST == (True, True)
+    assert florence2_nodes.Caption.RETURN_NAMES == ("caption", "report")
     required = florence2_nodes.Caption.INPUT_TYPES()["required"]
     assert required["task"][0] == ["<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"]
     assert florence2_nodes.LoadFlorence2.INPUT_TYPES()["required"]["precision"][0] == ["fp32", "fp16", "bf16"]
@@ -89,9 +91,10 @@ def test_n_images_give_n_captions_in_order(tiny):
     assert len(set(expected)) >= 2  # the order is observable
     assert result["ui"]["text"] == captions
     handle = load()
-    caption(handle, images, task="<DETAILED_CAPTION>")
-    assert handle.info == {"model": "tiny", "precision": "fp32", "device": "cpu"}  # what the report records
-    assert handle.last_run["task"] == "<DETAILED_CAPTION>" and len(handle.last_run["seconds"]) == 3
+    runs = [json.loads(r) for r in caption(handle, images, task="<DETAILED_CAPTION>")["result"][1]]
+    assert handle.info == {"model": "tiny", "precision": "fp32", "device": "cpu"}  # what each run report copies
+    assert [r["index"] for r in runs] == [0, 1, 2] and all(r["task"] == "<DETAILED_CAPTION>" for r in runs)
+    assert all(r["model"] == "tiny" and r["precision"] == "fp32" and r["seconds"] > 0 for r in runs)
     reversed_captions = caption(load(), images.flip(0))["result"][0]
     assert reversed_captions == expected[::-1]
 

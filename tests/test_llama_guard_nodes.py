@@ -141,7 +141,17 @@ def test_run_records_model_device_and_seconds_for_the_report(trigger_file):
     handle = load(n_gpu_layers=0)
     *_, reports = check(handle, [KITTEN, GRENADE])
     assert handle.info == {"model": "trigger.gguf", "n_gpu_layers": 0}
-    assert len(handle.last_run["seconds"]) == 2 and all(s > 0 for s in handle.last_run["seconds"])
-    for text in reports:
+    assert not hasattr(handle, "last_run")  # run data travels in the node's outputs only
+    for index, text in enumerate(reports):
         data = json.loads(text)
         assert data["model"] == "trigger.gguf" and data["n_gpu_layers"] == 0 and data["seconds"] > 0
+        assert data["index"] == index and data["stage"] == "safety_check"
+
+
+def test_blank_caption_is_unsafe_with_a_reason(trigger_file):
+    """Regression: an empty caption was judged safe and the image published unblurred."""
+    safe, categories, p_unsafe, reports = check(load(), [KITTEN, "", "   "])
+    assert safe == [True, False, False] and p_unsafe[1:] == [1.0, 1.0]
+    for text in reports[1:]:
+        data = json.loads(text)
+        assert data["safe"] is False and data["p_unsafe"] is None and "empty" in data["reason"]

@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 NODE_IDS = {  # fixed once shipped: a changed contract gets a new (V2) id
     "CutoutGuardLoadBEN2", "CutoutGuardRemoveBackground", "CutoutGuardLoadFlorence2", "CutoutGuardCaption",
     "CutoutGuardLoadLlamaGuard", "CutoutGuardSafetyCheck", "CutoutGuardSaveReport",
+    "CutoutGuardLoadImageGuard", "CutoutGuardImageCheck",
 }
 
 LOAD_AS_COMFYUI_DOES = f"""

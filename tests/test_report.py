@@ -21,25 +21,28 @@ def output_dir(tmp_path, monkeypatch):
     return tmp_path / "output"
 
 
-def handle(info, seconds, **details):
-    h = ModelHandle("test", lambda: None, info=info)
-    h.done(seconds, **details)
-    return h
+def handle(info):
+    return ModelHandle("test", lambda: None, info=info)
 
 
-def verdict(safe, p, codes=()):
+def verdict(safe, p, codes=(), **extra):
     names = {"S1": "Violent Crimes", "S10": "Hate"}
-    return json.dumps({"safe": safe, "p_unsafe": p, "threshold": 0.5, "categories": [{"code": c, "name": names[c]} for c in codes]})
+    return json.dumps({"safe": safe, "p_unsafe": p, "threshold": 0.5, "categories": [{"code": c, "name": names[c]} for c in codes], **extra})
+
+
+def run(stage, seconds, **info):
+    return json.dumps({"stage": stage, **info, "seconds": seconds})
 
 
 def test_png_roundtrip_keeps_report_and_alpha():
     rgba = np.random.default_rng(0).random((7, 9, 4)).astype(np.float32)
-    data = report.make_report(caption="a red chair — ünïcode", safe=True, p_unsafe=0.01, categories=[], threshold=0.5, unsafe_action="blur")
+    text = report.read_verdict(verdict(True, 0.01), what="test")
+    data = report.make_report(caption="a red chair — ünïcode", text=text, unsafe_action="blur")
     png = report.encode_png(rgba, data)
     assert report.read_png(png) == data
     image = Image.open(__import__("io").BytesIO(png))
     assert image.mode == "RGBA" and image.size == (9, 7)
-    assert set(data) == set(report.FIELDS)
+    assert set(data) == set(report.FIELDS) and data["schema"] == 2
 
 
 def test_read_png_without_report_is_a_clear_error(tmp_path):
@@ -49,15 +52,33 @@ def test_read_png_without_report_is_a_clear_error(tmp_path):
         report.read_png(path)
 
 
+def _png_with_chunk(text: str) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_itxt(report.CHUNK, text)
+    buffer = __import__("io").BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "not JSON"), ("[1, 2]", "JSON list"), ('{"schema": 3}', "unsupported report schema 3")])
+def test_read_png_with_a_damaged_report_is_a_clear_error(text, message):
+    with pytest.raises(ValueError, match=message):
+        report.read_png(_png_with_chunk(text))
+
+
 def test_save_node_writes_png_sidecar_and_lists_images(output_dir):
     images = torch.rand(2, 16, 24, 4)
     captions = ["a cat on a sofa", "a knife fight"]
-    reports = [verdict(True, 0.02), verdict(False, 0.93, ("S1",))]
+    reports = [verdict(True, 0.02, model="guard.gguf", n_gpu_layers=0, seconds=0.5),
+               verdict(False, 0.93, ("S1",), model="guard.gguf", n_gpu_layers=0, seconds=0.6)]
+    image_reports = [verdict(True, 0.1, label="normal", model="nsfw_image_detection", precision="fp32", seconds=0.2),
+                     verdict(True, 0.2, label="normal", model="nsfw_image_detection", precision="fp32", seconds=0.25)]
     result = SaveReport().save(
-        [images], ["run/report"], ["withhold"], caption=captions, safety_report=reports,
-        ben2=[handle({"model": "BEN2_Base.onnx", "provider": "CPU"}, [1.5, 1.6])],
-        florence2=[handle({"model": "Florence-2-base", "precision": "fp32"}, [2.0, 2.1], task="<CAPTION>")],
-        llama_guard=[handle({"model": "guard.gguf", "n_gpu_layers": 0}, [0.5, 0.6])],
+        [images], ["run/report"], ["withhold"], caption=captions, safety_report=reports, image_report=image_reports,
+        cutout_report=[run("cutout", 1.5, model="BEN2_Base.onnx", provider="CPU"), run("cutout", 1.6, model="BEN2_Base.onnx", provider="CPU")],
+        caption_report=[run("caption", t, model="Florence-2-base", precision="fp32", task="<CAPTION>") for t in (2.0, 2.1)],
     )
     saved = result["ui"]["images"]
     assert [s["filename"] for s in saved] == ["report_00001_.png", "report_00002_.png"]
@@ -65,21 +86,106 @@ def test_save_node_writes_png_sidecar_and_lists_images(output_dir):
     first = report.read_png(output_dir / "run" / saved[0]["filename"])
     second = report.read_png(output_dir / "run" / saved[1]["filename"])
     assert first["caption"] == "a cat on a sofa" and first["safe"] is True and first["task"] == "<CAPTION>"
-    assert second["safe"] is False and second["categories"] == [{"code": "S1", "name": "Violent Crimes"}]
-    assert second["unsafe_action"] == "withhold" and second["p_unsafe"] == pytest.approx(0.93)
-    assert first["models"] == {"ben2": "BEN2_Base.onnx", "florence2": "Florence-2-base", "llama_guard": "guard.gguf"}
+    assert first["image"]["safe"] is True and first["image"]["label"] == "normal" and first["text"]["safe"] is True
+    assert second["safe"] is False and second["text"]["categories"] == [{"code": "S1", "name": "Violent Crimes"}]
+    assert second["image"]["safe"] is True  # the text check alone makes it unsafe
+    assert second["unsafe_action"] == "withhold" and second["text"]["p_unsafe"] == pytest.approx(0.93)
+    assert first["models"] == {"ben2": "BEN2_Base.onnx", "florence2": "Florence-2-base", "llama_guard": "guard.gguf",
+                               "image_guard": "nsfw_image_detection"}
     assert first["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
-    assert second["seconds"] == {"cutout": 1.6, "caption": 2.1, "safety_check": 0.6}
+    assert second["seconds"] == {"cutout": 1.6, "image_check": 0.25, "caption": 2.1, "safety_check": 0.6}
     sidecar = json.loads((output_dir / "run" / "report_00002_.json").read_text())
     assert sidecar == second
     kept = np.asarray(Image.open(output_dir / "run" / saved[0]["filename"]))
     np.testing.assert_allclose(kept / 255.0, images[0].numpy(), atol=1 / 255)
     withheld = np.asarray(Image.open(output_dir / "run" / saved[1]["filename"]))
     assert withheld.shape == (16, 24, 4) and withheld.max() == 0
-    assert "UNSAFE" in result["ui"]["text"][1] and "S1 Violent Crimes" in result["ui"]["text"][1]
+    text = result["ui"]["text"]
+    assert "UNSAFE" in text[1] and "S1 Violent Crimes" in text[1] and "image safe" in text[1] and "text UNSAFE" in text[1]
+    assert text[0].startswith("[0] SAFE") and "image safe (p_unsafe 0.10)" in text[0]
     # a second run continues the numbering instead of overwriting
     again = SaveReport().save([images[:1]], ["run/report"], ["keep"])
     assert again["ui"]["images"][0]["filename"] == "report_00003_.png"
+
+
+def test_the_image_check_alone_makes_an_image_unsafe(output_dir):
+    images = torch.from_numpy(np.random.default_rng(2).random((1, 32, 32, 3)).astype(np.float32))
+    saved = SaveReport().save([images], ["img"], ["blur"], image_report=[verdict(False, 0.97, label="nsfw")])
+    data = report.read_png(output_dir / saved["ui"]["images"][0]["filename"])
+    assert data["safe"] is False and data["image"]["safe"] is False and data["text"] is None and data["caption"] is None
+    pixels = np.asarray(Image.open(output_dir / saved["ui"]["images"][0]["filename"])) / 255.0
+    assert np.abs(pixels - images[0].numpy()).mean() > 0.1  # blurred
+
+
+def _saved_verdict(output_dir, safety_report, action="withhold"):
+    """Save one random image with this safety report; (the report as written, the PNG's pixels, the input)."""
+    images = torch.from_numpy(np.random.default_rng(4).random((1, 16, 16, 3)).astype(np.float32))
+    saved = SaveReport().save([images], ["fail"], [action], caption=["a cat"], safety_report=[safety_report])
+    name = saved["ui"]["images"][0]["filename"]
+    return report.read_png(output_dir / name), np.asarray(Image.open(output_dir / name)), saved["ui"]["text"][0]
+
+
+@pytest.mark.parametrize(
+    "safety_report, why",
+    [
+        ('{"safe": "false", "p_unsafe": 0.97}', "'safe': \"false\""),  # a string
+        ('{"safe": 1, "p_unsafe": 0.01}', "'safe': 1"),  # a number
+        ('{"safe": true}', "no 'p_unsafe'"),  # a missing field (the node used to crash after writing)
+        ('{"p_unsafe": 0.01}', "no 'safe'"),
+        ('{"safe": true, "p_unsafe": "0.01"}', "not a probability"),
+        ('{"safe": true, "p_unsafe": 1.7}', "not a probability"),
+        ("not json at all", "not JSON"),  # unparseable
+        ('[{"safe": true, "p_unsafe": 0.0}]', "JSON list"),  # a list
+        ('{"safe": true, "p_unsafe": 0.01, "categories": "S1"}', "categories"),
+    ],
+)
+def test_a_malformed_safety_report_is_unsafe_and_withheld(output_dir, safety_report, why):
+    """Regression: Save read the verdict leniently — {"safe": "false"} was saved as safe and shown,
+    a missing p_unsafe wrote a PNG marked safe and then crashed, non-JSON raised a raw error."""
+    data, pixels, line = _saved_verdict(output_dir, safety_report)
+    assert data["safe"] is False and data["text"]["safe"] is False
+    assert why in data["text"]["reason"] and "unsafe by default" in data["text"]["reason"]
+    assert pixels.max() == 0  # withheld: the unsafe action applied
+    assert "UNSAFE" in line
+
+
+def test_a_malformed_image_report_is_unsafe_too(output_dir):
+    images = torch.rand(1, 8, 8, 3)
+    saved = SaveReport().save([images], ["x"], ["withhold"], image_report=['{"safe": "true", "p_unsafe": 0.0}'])
+    data = report.read_png(output_dir / saved["ui"]["images"][0]["filename"])
+    assert data["safe"] is False and "image report 0" in data["image"]["reason"]
+
+
+def test_every_verdict_is_decided_before_the_first_file_is_written(output_dir, monkeypatch):
+    """A report that cannot be made for image 2 leaves no file for image 1 (nothing half-saved as safe)."""
+    real = report.make_report
+    calls = []
+
+    def failing(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(**kwargs)
+
+    monkeypatch.setattr(report, "make_report", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        SaveReport().save([torch.rand(2, 8, 8, 3)], ["order"], ["blur"], safety_report=[verdict(True, 0.1)] * 2)
+    assert not list(output_dir.rglob("*.png")) and not list(output_dir.rglob("*.json"))
+
+
+def test_deprecated_loader_inputs_still_record_models_and_devices(output_dir):
+    """A workflow saved before the per-image reports (loaders wired into Save) still runs."""
+    saved = SaveReport().save(
+        [torch.rand(1, 8, 8, 4)], ["legacy"], ["blur"], caption=["a cat"], safety_report=[verdict(True, 0.1)],
+        ben2=[handle({"model": "m.onnx", "provider": "CPU"})],
+        florence2=[handle({"model": "Florence-2-base", "precision": "fp32", "device": "cpu"})],
+        llama_guard=[handle({"model": "guard.gguf", "n_gpu_layers": 0})],
+    )
+    data = report.read_png(output_dir / saved["ui"]["images"][0]["filename"])
+    assert data["models"]["ben2"] == "m.onnx" and data["models"]["florence2"] == "Florence-2-base"
+    assert data["models"]["llama_guard"] == "guard.gguf" and data["text"]["model"] == "guard.gguf"
+    assert data["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
+    assert data["safe"] is True and data["seconds"] == {}
 
 
 def test_blur_changes_an_unsafe_image_and_keep_does_not(output_dir):
@@ -94,11 +200,13 @@ def test_blur_changes_an_unsafe_image_and_keep_does_not(output_dir):
 
 
 def test_cutout_only_report_has_nulls_for_what_did_not_run(output_dir):
-    saved = SaveReport().save([torch.rand(1, 8, 8, 4)], ["cut"], ["blur"], ben2=[handle({"model": "m.onnx", "provider": "CPU"}, [0.3])])
+    saved = SaveReport().save([torch.rand(1, 8, 8, 4)], ["cut"], ["blur"], cutout_report=[run("cutout", 0.3, model="m.onnx", provider="CPU")])
     data = report.read_png(output_dir / saved["ui"]["images"][0]["filename"])
-    assert data["caption"] is None and data["safe"] is None and data["unsafe_action"] is None and data["categories"] is None
+    assert data["caption"] is None and data["safe"] is None and data["unsafe_action"] is None
+    assert data["image"] is None and data["text"] is None
     assert data["models"]["ben2"] == "m.onnx" and data["models"]["florence2"] is None
     assert data["seconds"] == {"cutout": 0.3}
+    assert "NOT CHECKED" in saved["ui"]["text"][0]
 
 
 def test_count_mismatch_is_a_clear_error(output_dir):
@@ -111,8 +219,7 @@ def test_empty_batch_is_a_clear_error(output_dir):
         SaveReport().save([torch.zeros(0, 8, 8, 3)], ["x"], ["keep"])
 
 
-def test_readme_client_reads_the_report():
-    """The README's example client (Pillow only) reads what the save node writes."""
+def _readme_client():
     import re
     from pathlib import Path
 
@@ -120,8 +227,55 @@ def test_readme_client_reads_the_report():
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def read_report" in b)
     namespace: dict = {}
     exec(block.split("# from ComfyUI")[0], namespace)  # the imports and read_report, not the network calls
-    data = report.make_report(caption="a vase", safe=False, p_unsafe=0.7, categories=[{"code": "S1", "name": "Violent Crimes"}], threshold=0.5, unsafe_action="blur")
-    assert namespace["read_report"](report.encode_png(np.zeros((4, 4, 4), np.float32), data)) == data
+    return namespace
+
+
+def test_readme_client_reads_the_report():
+    """The README's example client (Pillow only) reads what the save node writes, schema 2 and 1."""
+    client = _readme_client()
+    checks = {"image": report.read_verdict(verdict(True, 0.2, label="normal"), what="t"),
+              "text": report.read_verdict(verdict(False, 0.7, ("S1",)), what="t")}
+    data = report.make_report(caption="a vase", unsafe_action="blur", **checks)
+    png = report.encode_png(np.zeros((4, 4, 4), np.float32), data)
+    assert client["read_report"](png) == data
+    assert client["is_safe"](data) is False
+    safe = report.make_report(caption="a vase", unsafe_action="blur", image=checks["image"])
+    assert client["is_safe"](safe) is True
+    assert client["is_safe"]({**safe, "safe": "true"}) is False  # only JSON true is safe
+    assert client["is_safe"](SCHEMA_1) is False and client["is_safe"]({**SCHEMA_1, "safe": True}) is True
+
+
+SCHEMA_1 = {
+    "schema": 1, "caption": "a vase", "task": "<CAPTION>", "safe": False, "p_unsafe": 0.7,
+    "categories": [{"code": "S1", "name": "Violent Crimes"}], "threshold": 0.5, "unsafe_action": "blur",
+    "models": {"ben2": None, "florence2": "Florence-2-base", "llama_guard": "guard.gguf"},
+    "devices": {"provider": None, "precision": "fp32", "n_gpu_layers": 0}, "seconds": {"caption": 1.0},
+}
+
+
+def test_schema_1_reports_still_read_and_upgrade():
+    png = report.encode_png(np.zeros((4, 4, 3), np.float32), SCHEMA_1)
+    assert report.read_png(png) == SCHEMA_1
+    upgraded = report.upgrade(SCHEMA_1)
+    assert upgraded["schema"] == 2 and upgraded["safe"] is False and upgraded["image"] is None
+    assert upgraded["text"] == {"model": "guard.gguf", "safe": False, "p_unsafe": 0.7, "threshold": 0.5, "reason": None,
+                                "categories": [{"code": "S1", "name": "Violent Crimes"}]}
+    assert report.upgrade({**SCHEMA_1, "safe": None})["text"] is None
+    assert report.report_safe({**SCHEMA_1, "safe": "true"}) is False
+
+
+def test_report_safe_accepts_only_json_true_backed_by_every_check():
+    image = report.read_verdict(verdict(True, 0.1), what="t")
+    text = report.read_verdict(verdict(True, 0.1), what="t")
+    data = report.make_report(image=image, text=text, unsafe_action="blur")
+    assert data["safe"] is True and report.report_safe(data) is True
+    assert report.report_safe({**data, "safe": "true"}) is False
+    assert report.report_safe({**data, "text": {**text, "safe": "true"}}) is False
+    assert report.report_safe({**data, "image": None, "text": None}) is False  # says safe, shows no check
+    nothing = report.make_report()
+    assert nothing["safe"] is None and report.report_safe(nothing) is None
+    # a check that did not run never makes the image safe: one unsafe check is enough
+    assert report.make_report(image=image, text=report.read_verdict("{}", what="t"))["safe"] is False
 
 
 def test_blurring_a_cutout_does_not_reveal_the_removed_background():

@@ -10,6 +10,7 @@ import numpy as np
 from . import host, tensors
 from ..core import imageops, vocab
 from .handle import ModelHandle
+from .runs import run_report
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,13 @@ class RemoveBackground:
 
     DESCRIPTION = "Removes the background with BEN2: a transparent cutout (or one on a colour) and the subject mask."
     CATEGORY = host.CATEGORY
-    RETURN_TYPES = ("IMAGE", "MASK")
-    RETURN_NAMES = ("cutout", "mask")
+    RETURN_TYPES = ("IMAGE", "MASK", "STRING")
+    RETURN_NAMES = ("cutout", "mask", "report")
+    OUTPUT_IS_LIST = (False, False, True)
     OUTPUT_TOOLTIPS = (
         "Transparent: RGBA images (SaveImage writes a transparent PNG). Color: RGB on the chosen colour.",
         "Subject mask [B,H,W]: 1.0 = subject, 0.0 = background (the inverse of LoadImage's mask).",
+        "Run data per image (JSON: model, provider, seconds), for Save Cutout Report's cutout_report.",
     )
     FUNCTION = "run"
 
@@ -91,7 +94,7 @@ class RemoveBackground:
         height, width = image.shape[1:3]
         cutouts = np.empty((count, height, width, 3 if fill is not None else 4), np.float32)
         alphas = np.empty((count, height, width), np.float32)
-        seconds = []
+        reports = []
         try:
             for index in range(count):
                 host.check_interrupt()
@@ -102,8 +105,8 @@ class RemoveBackground:
                     rgb = imageops.estimate_foreground(rgb, alpha)
                 imageops.cutout(rgb, alpha, color=fill, out=cutouts[index])
                 alphas[index] = alpha
-                seconds.append(time.perf_counter() - start)
+                reports.append(run_report(index, "cutout", time.perf_counter() - start, ben2.info))
                 progress.step()
         finally:
-            ben2.done(seconds)
-        return (tensors.to_image(cutouts), tensors.to_mask(alphas))
+            ben2.done()
+        return (tensors.to_image(cutouts), tensors.to_mask(alphas), reports)

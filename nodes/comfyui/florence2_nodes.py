@@ -16,21 +16,13 @@ import numpy as np
 
 from . import host, tensors
 from ..core import imageops, vocab
-from .handle import ModelHandle
+from .handle import load_torch_model
+from .runs import run_report
 
 log = logging.getLogger(__name__)
 
 FLORENCE2_TYPE = "CUTOUT_GUARD_FLORENCE2"
 KIND = "florence2"
-
-
-def frame_rgb(image, index: int, color: np.ndarray) -> np.ndarray:
-    """Image ``index`` as ``H×W×3`` float32; an RGBA frame is composited over ``color``."""
-    rgb = tensors.frame(image, index)
-    if image.shape[-1] != 4:
-        return rgb
-    alpha = np.clip(image[index, ..., 3].detach().to("cpu").float().numpy(), 0.0, 1.0)
-    return imageops.cutout(rgb, alpha, color=color)
 
 
 class LoadFlorence2:
@@ -75,16 +67,8 @@ class LoadFlorence2:
         from ..engines.florence2 import Florence2
 
         path = host.model_path(KIND, model)
-        torch_device = str(host.torch_device()) if device == "default" else device
-        handle = ModelHandle(
-            f"Florence-2 {model} ({precision} on {torch_device})",
-            lambda: Florence2.load(path, precision=precision, device=torch_device, threads=threads or None),
-            keep_loaded=keep_loaded,
-        )
-        loaded = handle.get()  # load now, so a bad folder, precision or device is reported on this node
-        handle.info = {"model": model, "precision": loaded.running_precision, "device": str(loaded.device)}
-        handle.done()
-        return (handle,)
+        load = lambda torch_device: Florence2.load(path, precision=precision, device=torch_device, threads=threads or None)  # noqa: E731
+        return (load_torch_model("Florence-2", model, precision, device, load, keep_loaded=keep_loaded),)
 
 
 class Caption:
@@ -95,10 +79,13 @@ class Caption:
         "order. Transparent images (a cutout) are captioned on the background colour."
     )
     CATEGORY = host.CATEGORY
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("caption",)
-    OUTPUT_IS_LIST = (True,)
-    OUTPUT_TOOLTIPS = ("One caption per input image, as a list in batch order (the history also shows them as text).",)
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("caption", "report")
+    OUTPUT_IS_LIST = (True, True)
+    OUTPUT_TOOLTIPS = (
+        "One caption per input image, as a list in batch order (the history also shows them as text).",
+        "Run data per image (JSON: model, precision, device, task, seconds), for Save Cutout Report's caption_report.",
+    )
     OUTPUT_NODE = True
     FUNCTION = "run"
 
@@ -125,15 +112,15 @@ class Caption:
         model = florence2.get()
         progress = host.Progress(count)
         captions: list[str] = []
-        seconds: list[float] = []
+        reports: list[str] = []
         try:
             for index in range(count):
                 host.check_interrupt()
                 start = time.perf_counter()
-                rgb = frame_rgb(image, index, fill)
+                rgb = tensors.shown_frame(image, index, fill)
                 captions.append(model.caption(rgb, task=task, max_new_tokens=max_new_tokens, num_beams=num_beams))
-                seconds.append(time.perf_counter() - start)
+                reports.append(run_report(index, "caption", time.perf_counter() - start, florence2.info, task=task))
                 progress.step()
         finally:
-            florence2.done(seconds, task=task)
-        return {"ui": {"text": captions}, "result": (captions,)}
+            florence2.done()
+        return {"ui": {"text": captions}, "result": (captions, reports)}

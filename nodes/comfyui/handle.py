@@ -20,8 +20,7 @@ class ModelHandle(Generic[M]):
     def __init__(self, describe: str, load: Callable[[], M], *, keep_loaded: bool = True, info: dict | None = None):
         self.describe = describe
         self.keep_loaded = keep_loaded
-        self.info = dict(info or {})  # what the report records: model name, device settings
-        self.last_run: dict = {}  # the last run: {"seconds": [per item, in batch order], ...details}
+        self.info = dict(info or {})  # the model name and device settings, copied into each run's report
         self._load = load
         self._model: M | None = None
         self._lock = threading.Lock()
@@ -47,11 +46,10 @@ class ModelHandle(Generic[M]):
                 close()
             log.info("Released %s", self.describe)
 
-    def done(self, seconds: list[float] | None = None, **details) -> None:
-        """Call after a run, with its per-item seconds and settings (read by the report);
-        releases the model unless it should stay loaded."""
-        if seconds is not None:
-            self.last_run = {"seconds": list(seconds), **details}
+    def done(self) -> None:
+        """Call after a run: releases the model unless it should stay loaded. (Run data — timings,
+        settings — travels in the apply node's own outputs, never in the handle: one loader may feed
+        several apply nodes.)"""
         if not self.keep_loaded:
             self.release()
 
@@ -63,3 +61,17 @@ class ModelHandle(Generic[M]):
 
     def __repr__(self) -> str:
         return f"<{self.describe} {'loaded' if self.loaded else 'not loaded'}>"
+
+
+def load_torch_model(label: str, model: str, precision: str, device: str, load: Callable[[str], M], *, keep_loaded: bool) -> ModelHandle[M]:
+    """A loaded handle for a torch engine (Florence-2, the image guard), loaded now so a bad folder,
+    precision or device is reported on the loader node. ``device`` ``default`` is ComfyUI's device;
+    ``load(torch_device)`` builds the engine. ``info`` records the precision and device that run."""
+    from . import host
+
+    torch_device = str(host.torch_device()) if device == "default" else device
+    handle = ModelHandle(f"{label} {model} ({precision} on {torch_device})", lambda: load(torch_device), keep_loaded=keep_loaded)
+    loaded = handle.get()
+    handle.info = {"model": model, "precision": loaded.running_precision, "device": str(loaded.device)}
+    handle.done()
+    return handle

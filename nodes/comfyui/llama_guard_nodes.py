@@ -8,7 +8,6 @@ and in the prompt's history (``outputs[node]["text"]``) for API callers.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -17,6 +16,7 @@ from ..core import vocab
 from ..core.errors import BadInput
 from ..core.models import get_kind
 from .handle import ModelHandle
+from .runs import run_report
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ class SafetyCheck:
 
     DESCRIPTION = (
         "Checks text with Llama Guard 3 (as the User turn of Meta's template). Unsafe when the model says so "
-        "or P(unsafe) reaches the threshold; an answer that cannot be read counts as unsafe."
+        "or P(unsafe) reaches the threshold; an answer that cannot be read, and blank text (an empty caption), "
+        "count as unsafe."
     )
     CATEGORY = host.CATEGORY
     INPUT_IS_LIST = True
@@ -122,7 +123,7 @@ class SafetyCheck:
     OUTPUT_TOOLTIPS = (
         "True when the text is safe under the policy and threshold (one per text).",
         "Violated categories that count, as 'S1: Violent Crimes, S10: Hate'; empty when safe.",
-        "P(unsafe) / (P(safe) + P(unsafe)) at the model's first answer token, 0..1.",
+        "P(unsafe) / (P(safe) + P(unsafe)) at the model's first answer token, 0..1; 1.0 for blank text, which is never checked.",
         "JSON: safe, p_unsafe, threshold, categories [{code, name}], the model's answer and the reason.",
     )
     FUNCTION = "run"
@@ -168,29 +169,21 @@ class SafetyCheck:
         thresholds = _per_item(threshold if threshold is not None else [vocab.DEFAULT_THRESHOLD], count, "threshold")
         model = handle.get()
         progress = host.Progress(count)
-        safe_out, categories_out, p_out, reports, seconds = [], [], [], [], []
+        safe_out, categories_out, p_out, reports = [], [], [], []
         try:
             for index, (item, counted, limit) in enumerate(zip(texts, policies, thresholds)):
                 host.check_interrupt()
                 start = time.perf_counter()
                 verdict = model.check(str(item), policy=str(counted), threshold=float(limit))
-                seconds.append(time.perf_counter() - start)
                 hazards = model.template.hazards
-                report = {
-                    "index": index,
-                    "text": item,
-                    **verdict.to_dict(hazards),
-                    "model": handle.info.get("model", model.path.name),
-                    "n_gpu_layers": handle.info.get("n_gpu_layers", model.n_gpu_layers),
-                    "seconds": round(seconds[-1], 4),
-                }
+                info = {"model": handle.info.get("model", model.path.name), "n_gpu_layers": handle.info.get("n_gpu_layers", model.n_gpu_layers)}
+                reports.append(run_report(index, "safety_check", time.perf_counter() - start, info, text=item, **verdict.to_dict(hazards)))
                 safe_out.append(bool(verdict.safe))
                 categories_out.append(category_text(verdict, hazards))
-                p_out.append(float(verdict.p_unsafe))
-                reports.append(json.dumps(report, ensure_ascii=False))
-                log.info("Llama Guard [%d]: %s (p_unsafe %.3f) %s", index, "safe" if verdict.safe else "UNSAFE",
-                         verdict.p_unsafe, verdict.reason)
+                p_out.append(1.0 if verdict.p_unsafe is None else float(verdict.p_unsafe))
+                log.info("Llama Guard [%d]: %s (p_unsafe %s) %s", index, "safe" if verdict.safe else "UNSAFE",
+                         "-" if verdict.p_unsafe is None else f"{verdict.p_unsafe:.3f}", verdict.reason)
                 progress.step()
         finally:
-            handle.done(seconds)
+            handle.done()
         return {"ui": {"text": reports}, "result": (safe_out, categories_out, p_out, reports)}

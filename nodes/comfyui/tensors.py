@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..core import imageops
 from ..core.errors import BadInput
 
 
@@ -33,6 +34,16 @@ def frame(image, index: int) -> np.ndarray:
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array[..., :3], 0.0, 1.0).astype(np.float32, copy=False)
+
+
+def shown_frame(image, index: int, background: np.ndarray) -> np.ndarray:
+    """Image ``index`` as it is seen, ``H×W×3`` float32: an RGBA frame composited over ``background``
+    (a cutout keeps the removed background's colours under alpha 0; dropping alpha would show them)."""
+    rgb = frame(image, index)
+    if image.shape[-1] != 4:
+        return rgb
+    alpha = np.clip(image[index, ..., 3].detach().to("cpu").float().numpy(), 0.0, 1.0)
+    return imageops.cutout(rgb, alpha, color=background)
 
 
 def frames(image) -> Iterator[np.ndarray]:

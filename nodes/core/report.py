@@ -1,17 +1,31 @@
-"""The Cutout Guard report: one PNG per image carrying its caption and verdict.
+"""The Cutout Guard report: one PNG per image carrying its caption and verdicts.
 
-The PNG's ``iTXt`` chunk ``cutout_guard`` holds UTF-8 JSON (schema 1, fields below) and the same
-JSON is written beside it as ``<stem>.json``. The PNG is RGBA when background removal ran, else
-the input image; an image judged unsafe is kept, blurred or withheld (fully transparent, same
-size) as ``unsafe_action`` says. Written by the Save Cutout Report node and the command line;
-read back by API clients (``read_png``) — the RunPod worker returns only images, so the text
-travels inside the PNG.
+The PNG's ``iTXt`` chunk ``cutout_guard`` holds UTF-8 JSON and the same JSON is written beside it
+as ``<stem>.json``. Schema 2 (written now):
+
+    {"schema": 2, "caption", "task", "safe",
+     "image": {"model", "safe", "p_unsafe", "threshold", "reason", "label"} | null,
+     "text":  {"model", "safe", "p_unsafe", "threshold", "reason", "categories": [{"code", "name"}]} | null,
+     "unsafe_action", "models": {"ben2", "florence2", "llama_guard", "image_guard"},
+     "devices": {"provider", "precision", "n_gpu_layers"}, "seconds": {stage: s}}
+
+``image`` is the image-level check, ``text`` the caption's check; a check that did not run is
+``null``. ``safe`` is true only when every check that ran says safe, ``null`` when none ran.
+Schema 1 (read, never written) had one verdict at the top level (``safe``, ``p_unsafe``,
+``categories``, ``threshold``): :func:`upgrade` turns it into the schema-2 layout.
+
+The PNG is RGBA when background removal ran, else the input image; an image judged unsafe is
+kept, blurred or withheld (fully transparent, same size) as ``unsafe_action`` says. Written by the
+Save Cutout Report node and the command line; read back by API clients (``read_png``) — the RunPod
+worker returns only images, so the text travels inside the PNG. Whatever reads a verdict accepts
+only JSON ``true`` as safe (:func:`read_verdict`, :func:`report_safe`).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -22,44 +36,171 @@ from PIL.PngImagePlugin import PngInfo
 
 from .imageops import box_blur
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # read_png and upgrade() read both; make_report writes 2
 CHUNK = "cutout_guard"
 UNSAFE_ACTIONS = ("keep", "blur", "withhold")
-FIELDS = (
-    "schema", "caption", "task", "safe", "p_unsafe", "categories", "threshold",
-    "unsafe_action", "models", "devices", "seconds",
-)
+CHECKS = ("image", "text")  # the checks a report carries: the image itself, and its caption
+FIELDS = ("schema", "caption", "task", "safe", *CHECKS, "unsafe_action", "models", "devices", "seconds")
+CHECK_FIELDS = ("model", "safe", "p_unsafe", "threshold", "reason")  # text adds categories, image label
+
+
+def overall_safe(checks: dict[str, dict | None]) -> bool | None:
+    """True only when every check that ran says safe (JSON ``true``); None when none ran."""
+    ran = [check for check in checks.values() if check is not None]
+    if not ran:
+        return None
+    return all(isinstance(check, dict) and check.get("safe") is True for check in ran)
 
 
 def make_report(
     *,
     caption: str | None = None,
     task: str | None = None,
-    safe: bool | None = None,
-    p_unsafe: float | None = None,
-    categories: list[dict[str, str]] | None = None,
-    threshold: float | None = None,
+    image: dict | None = None,
+    text: dict | None = None,
     unsafe_action: str | None = None,
     models: dict[str, str | None] | None = None,
     devices: dict[str, Any] | None = None,
     seconds: dict[str, float] | None = None,
 ) -> dict:
-    """A schema-1 report; fields that did not apply are ``None``."""
+    """A schema-2 report. ``image`` / ``text``: the checks that ran (from :func:`read_verdict` or an
+    engine's verdict), ``None`` for one that did not; ``safe`` is derived from them, never given."""
     if unsafe_action is not None and unsafe_action not in UNSAFE_ACTIONS:
         raise ValueError(f"unsafe_action must be one of {UNSAFE_ACTIONS}, got {unsafe_action!r}")
+    checks = {"image": _check(image, "image"), "text": _check(text, "text")}
     return {
         "schema": SCHEMA,
         "caption": caption,
         "task": task,
-        "safe": safe,
-        "p_unsafe": None if p_unsafe is None else float(p_unsafe),
-        "categories": [{"code": c["code"], "name": c["name"]} for c in (categories or [])] if safe is not None else None,
-        "threshold": threshold,
+        "safe": overall_safe(checks),
+        **checks,
         "unsafe_action": unsafe_action,
-        "models": {"ben2": None, "florence2": None, "llama_guard": None, **(models or {})},
+        "models": {"ben2": None, "florence2": None, "llama_guard": None, "image_guard": None, **(models or {})},
         "devices": {"provider": None, "precision": None, "n_gpu_layers": None, **(devices or {})},
         "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
     }
+
+
+def _check(check: dict | None, kind: str) -> dict | None:
+    if check is None:
+        return None
+    out = {field: check.get(field) for field in CHECK_FIELDS}
+    out["safe"] = check.get("safe") is True
+    if kind == "text":
+        out["categories"] = [{"code": c["code"], "name": c["name"]} for c in check.get("categories") or []]
+    else:
+        out["label"] = check.get("label")
+    return out
+
+
+# ----------------------------------------------------------------------------- reading verdicts
+
+
+def read_verdict(value: Any, *, what: str) -> dict:
+    """A check's verdict from another node's JSON report (Safety Check, Image Check), failing closed.
+
+    Safe only when ``safe`` is JSON ``true`` and ``p_unsafe`` a number in 0..1: a string such as
+    ``"false"``, a number, a missing field, text that is not JSON, a list — each gives an unsafe check
+    whose ``reason`` says what was wrong. ``what`` names the input in those reasons.
+    """
+    data = value
+    if isinstance(value, (str, bytes)):
+        try:
+            data = json.loads(value)
+        except ValueError as exc:
+            return _unsafe(f"{what} is not JSON ({exc}): unsafe by default")
+    if not isinstance(data, dict):
+        return _unsafe(f"{what} is a JSON {type(data).__name__}, not an object: unsafe by default")
+    p_unsafe = _probability(data.get("p_unsafe"))
+    threshold = _probability(data.get("threshold"))
+    categories = _categories(data.get("categories"))
+    check = {
+        "model": data.get("model") if isinstance(data.get("model"), str) else None,
+        "safe": False,
+        "p_unsafe": p_unsafe,
+        "threshold": threshold,
+        "reason": data.get("reason") if isinstance(data.get("reason"), str) else None,
+        "categories": categories or [],
+        "label": data.get("label") if isinstance(data.get("label"), str) else None,
+    }
+    safe = data.get("safe")
+    problems = []
+    if safe is not True and safe is not False:
+        problems.append("has no 'safe' field" if "safe" not in data else f"has 'safe': {json.dumps(safe)}, not true or false")
+    if p_unsafe is None:
+        problems.append(f"has 'p_unsafe': {json.dumps(data.get('p_unsafe'))}, not a probability" if "p_unsafe" in data else "has no 'p_unsafe' field")
+    if categories is None:
+        problems.append("has 'categories' that are not a list of {code, name}")
+    if problems:
+        check["reason"] = f"{what} " + "; ".join(problems) + ": unsafe by default"
+        return check
+    check["safe"] = safe is True
+    return check
+
+
+def _unsafe(reason: str) -> dict:
+    return {"model": None, "safe": False, "p_unsafe": None, "threshold": None, "reason": reason, "categories": [], "label": None}
+
+
+def _probability(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+        return None
+    return float(value)
+
+
+def _categories(value: Any) -> list[dict] | None:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("code"), str) and isinstance(c.get("name"), str) for c in value
+    ):
+        return None
+    return [{"code": c["code"], "name": c["name"]} for c in value]
+
+
+def report_safe(report: dict) -> bool | None:
+    """A stored report's verdict, as readers must take it: True only for JSON ``true`` backed (schema 2)
+    by every check that ran saying ``true``; None when nothing was checked; otherwise False."""
+    if report.get("schema") == 1:
+        return None if report.get("safe") is None else report.get("safe") is True
+    checks = {kind: report.get(kind) for kind in CHECKS}
+    derived = overall_safe(checks)
+    if derived is None:
+        return None if report.get("safe") is None else False
+    return derived and report.get("safe") is True
+
+
+def upgrade(report: dict) -> dict:
+    """A schema-1 or schema-2 report in the schema-2 layout (a schema-1 verdict becomes the text check)."""
+    if report.get("schema") != 1:
+        return {**report, "safe": report_safe(report)}
+    checked = report.get("safe") is not None
+    text = None
+    if checked:
+        text = {
+            "model": (report.get("models") or {}).get("llama_guard"),
+            "safe": report.get("safe") is True,
+            "p_unsafe": _probability(report.get("p_unsafe")),
+            "threshold": _probability(report.get("threshold")),
+            "reason": None,
+            "categories": _categories(report.get("categories")) or [],
+        }
+    return {
+        "schema": SCHEMA,
+        "caption": report.get("caption"),
+        "task": report.get("task"),
+        "safe": report_safe(report),
+        "image": None,
+        "text": text,
+        "unsafe_action": report.get("unsafe_action"),
+        "models": {"image_guard": None, **(report.get("models") or {})},
+        "devices": report.get("devices") or {},
+        "seconds": report.get("seconds") or {},
+    }
+
+
+# ----------------------------------------------------------------------------- the PNG
 
 
 def apply_unsafe_action(image: np.ndarray, action: str) -> np.ndarray:
@@ -120,7 +261,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def read_png(source: bytes | str | Path) -> dict:
-    """The report inside a Cutout Guard PNG (bytes or a path); ValueError when there is none."""
+    """The report inside a Cutout Guard PNG (bytes or a path), as stored (schema 1 or 2; see
+    :func:`upgrade` and :func:`report_safe`); ValueError when there is none or it cannot be read."""
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -130,7 +272,14 @@ def read_png(source: bytes | str | Path) -> dict:
         raise ValueError(f"not a readable PNG: {exc}") from None
     if text is None:
         raise ValueError(f"the PNG has no '{CHUNK}' text chunk: it was not written by Cutout Guard's Save Cutout Report")
-    report = json.loads(text)
-    if report.get("schema") != SCHEMA:
-        raise ValueError(f"unsupported report schema {report.get('schema')!r} (this version reads {SCHEMA})")
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"the PNG's '{CHUNK}' chunk is not JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"the PNG's '{CHUNK}' chunk is a JSON {type(report).__name__}, not a report object")
+    if report.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(
+            f"unsupported report schema {report.get('schema')!r} (this version reads {', '.join(map(str, READABLE_SCHEMAS))})"
+        )
     return report
