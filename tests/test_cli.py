@@ -18,23 +18,27 @@ from cutout_guard.app import cli
 from cutout_guard.core import report
 from cutout_guard.engines.ben2 import Ben2
 from cutout_guard.engines.florence2 import Florence2
+from cutout_guard.engines.image_guard import ImageGuard
 from cutout_guard.engines.llama_guard import LlamaGuard
 from cutout_guard.app.pipeline import Devices, devices_for
 from devtools.synthetic.ben2 import build_ben2
 from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.image_guard import build_image_guard
 from devtools.synthetic.llama_guard import build_llama_guard
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--max-new-tokens", "8", "--offline"]
+TINY = ["--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--image-guard", "red", "--max-new-tokens", "8", "--offline"]
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """A models folder in the real layout (ben2/, florence2/, LLM/) holding tiny models."""
+    """A models folder in the real layout (ben2/, florence2/, LLM/, image_guard/) holding tiny models
+    (the image guard is the rigged one: unsafe iff the image is mostly red)."""
     root = tmp_path_factory.mktemp("models")
     build_ben2(root / "ben2" / "tiny.onnx", size=64)
     build_florence2(root / "florence2" / "tiny")
     build_llama_guard(root / "LLM" / "tiny.gguf", weights="trigger")
+    build_image_guard(root / "image_guard" / "red", weights="red")
     return root
 
 
@@ -76,8 +80,9 @@ def test_mixed_folder_records_failures_and_exits_1(models, mixed, tmp_path):
         entry = lines[name]
         assert entry["error"] is None
         assert entry["verdict"] in ("safe", "unsafe") and isinstance(entry["caption"], str) and entry["caption"]
-        assert 0.0 <= entry["p_unsafe"] <= 1.0
-        assert set(entry["seconds"]) == {"cutout", "caption", "safety_check", "total"}
+        assert 0.0 <= entry["text"]["p_unsafe"] <= 1.0 and 0.0 <= entry["image"]["p_unsafe"] <= 1.0
+        assert entry["image"]["model"] == "red" and entry["text"]["model"] == "tiny.gguf"
+        assert set(entry["seconds"]) == {"cutout", "image_check", "caption", "safety_check", "total"}
         assert entry["seconds"]["total"] >= sum(v for k, v in entry["seconds"].items() if k != "total")
         assert (out / name).is_file() and (out / name).with_suffix(".json").is_file()
     assert "not an image" in lines["fake.png"]["error"]
@@ -98,9 +103,10 @@ def test_report_png_matches_the_engines_run_on_the_cutout(models, tmp_path):
     got = report.read_png(png)
     assert got == json.loads(png.with_suffix(".json").read_text())
     entry = results(out)[0]
-    assert got["caption"] == entry["caption"] and got["p_unsafe"] == entry["p_unsafe"]
-    assert got["threshold"] == 0.4 and got["task"] == "<CAPTION>" and got["unsafe_action"] == "blur"
-    assert got["models"] == {"ben2": "tiny.onnx", "florence2": "tiny", "llama_guard": "tiny.gguf"}
+    assert got["caption"] == entry["caption"] and got["text"] == entry["text"] and got["image"] == entry["image"]
+    assert got["text"]["threshold"] == 0.4 and got["task"] == "<CAPTION>" and got["unsafe_action"] == "blur"
+    assert got["image"]["threshold"] == 0.5 and got["schema"] == 2
+    assert got["models"] == {"ben2": "tiny.onnx", "florence2": "tiny", "llama_guard": "tiny.gguf", "image_guard": "red"}
     assert got["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
 
     rgb = np.asarray(Image.open(source), dtype=np.float32) / 255.0
@@ -123,7 +129,10 @@ def test_report_png_matches_the_engines_run_on_the_cutout(models, tmp_path):
         verdict = guard.check(got["caption"], threshold=0.4)
     finally:
         guard.close()
-    assert got["safe"] == verdict.safe and got["p_unsafe"] == pytest.approx(verdict.p_unsafe)
+    assert got["text"]["safe"] == verdict.safe and got["text"]["p_unsafe"] == pytest.approx(verdict.p_unsafe)
+    image_verdict = ImageGuard.load(models / "image_guard" / "red").check(on_white)  # the same view as the caption
+    assert got["image"]["safe"] == image_verdict.safe and got["image"]["p_unsafe"] == pytest.approx(image_verdict.p_unsafe)
+    assert got["safe"] == (verdict.safe and image_verdict.safe) is True  # kept unblurred, as checked above
 
 
 def test_resume_skips_successes_and_retries_failures(models, mixed, tmp_path):
@@ -152,11 +161,11 @@ def test_models_load_once_per_run(models, tmp_path, monkeypatch):
     for seed in range(3):
         photo(seed).save(folder / f"{seed}.png")
     calls = []
-    for engine in (Ben2, Florence2, LlamaGuard):
+    for engine in (Ben2, Florence2, LlamaGuard, ImageGuard):
         original = engine.load.__func__
         monkeypatch.setattr(engine, "load", classmethod(lambda cls, *a, _o=original, **k: calls.append(cls.__name__) or _o(cls, *a, **k)))
     assert run(models, folder, "--out", tmp_path / "out") == 0
-    assert sorted(calls) == ["Ben2", "Florence2", "LlamaGuard"]
+    assert sorted(calls) == ["Ben2", "Florence2", "ImageGuard", "LlamaGuard"]
     assert len(results(tmp_path / "out")) == 3
 
 
@@ -172,6 +181,42 @@ def test_unsafe_action_withhold_writes_a_transparent_png(models, tmp_path):
     with Image.open(out / "x.png") as image:
         assert image.mode == "RGBA" and image.size == (48, 40)
         assert not np.asarray(image).any()
+
+
+def test_a_red_image_is_unsafe_by_the_image_check_alone(models, tmp_path):
+    """The caption's check says safe (no trigger word); the rigged image guard sees red: blurred, unsafe."""
+    source = tmp_path / "red.png"
+    Image.new("RGB", (40, 32), (230, 10, 10)).save(source)
+    out = tmp_path / "out"
+    assert run(models, source, "--out", out) == 0
+    got = report.read_png(out / "red.png")
+    assert got["image"]["safe"] is False and got["image"]["label"] == "nsfw" and got["safe"] is False
+    assert results(out)[0]["verdict"] == "unsafe"
+
+
+def test_no_image_check_skips_it_and_leaves_it_null(models, tmp_path, monkeypatch):
+    source = tmp_path / "red.png"
+    Image.new("RGB", (40, 32), (230, 10, 10)).save(source)
+    monkeypatch.setattr(ImageGuard, "load", classmethod(lambda cls, *a, **k: pytest.fail("the image guard was loaded")))
+    out = tmp_path / "out"
+    assert run(models, source, "--out", out, "--no-image-check") == 0
+    got = report.read_png(out / "red.png")
+    assert got["image"] is None and got["models"]["image_guard"] is None and "image_check" not in got["seconds"]
+    assert got["safe"] == got["text"]["safe"] and results(out)[0]["image"] is None
+
+
+def test_an_empty_caption_is_unsafe(models, tmp_path, monkeypatch):
+    """Regression: an empty caption was judged safe and the photo published unblurred."""
+    monkeypatch.setattr(Florence2, "caption", lambda self, *a, **k: "")
+    source = tmp_path / "a.png"
+    photo(7).save(source)
+    out = tmp_path / "out"
+    assert run(models, source, "--out", out, "--unsafe-action", "withhold") == 0
+    got = report.read_png(out / "a.png")
+    assert got["caption"] == "" and got["text"]["safe"] is False and "empty" in got["text"]["reason"]
+    assert got["safe"] is False and results(out)[0]["verdict"] == "unsafe"
+    with Image.open(out / "a.png") as image:
+        assert not np.asarray(image).any()  # withheld
 
 
 def test_image_over_the_pixel_limit_is_a_recorded_error(models, tmp_path):
@@ -289,15 +334,15 @@ def test_download_fetches_into_the_models_folder_and_run_finds_it(hub, models, t
     assert (root / "LLM" / name).read_bytes() == data
     assert (root / "LLM" / f"{name}.lock.json").is_file()
     # run takes the same folder: the downloaded model is found, nothing else is fetched
-    for kind, sub in (("ben2", "tiny.onnx"), ("florence2", "tiny")):
-        target = root / ("ben2" if kind == "ben2" else "florence2") / sub
+    for folder, sub in (("ben2", "tiny.onnx"), ("florence2", "tiny"), ("image_guard", "red")):
+        target = root / folder / sub
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(models / ("ben2" if kind == "ben2" else "florence2") / sub)
+        target.symlink_to(models / folder / sub)
     photo(1).save(tmp_path / "a.png")
     requests = len(hub.state.requests)
     code = cli.main(
         ["run", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--models-dir", str(root),
-         "--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", name, "--max-new-tokens", "8"]
+         "--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", name, "--image-guard", "red", "--max-new-tokens", "8"]
     )
     assert code == 0 and len(hub.state.requests) == requests
 

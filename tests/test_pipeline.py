@@ -10,6 +10,7 @@ from cutout_guard.core.errors import ModelCorrupt
 from cutout_guard.app.pipeline import CaptionOptions, CheckOptions, ModelPaths, Pipeline, caption_view
 from devtools.synthetic.ben2 import build_ben2
 from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.image_guard import build_image_guard
 from devtools.synthetic.llama_guard import build_llama_guard
 
 
@@ -20,6 +21,7 @@ def paths(tmp_path_factory):
         ben2=build_ben2(root / "tiny.onnx", size=64),
         florence2=build_florence2(root / "florence2"),
         llama_guard=build_llama_guard(root / "tiny.gguf", weights="trigger"),
+        image_guard=build_image_guard(root / "red", weights="red"),
     )
 
 
@@ -29,7 +31,7 @@ def loaded(paths):
         yield pipe
 
 
-def test_process_runs_three_stages_on_the_cutout(loaded):
+def test_process_runs_four_stages_on_the_cutout(loaded):
     rgb = np.random.default_rng(0).random((30, 50, 3)).astype(np.float32)
     result = loaded.process(rgb, caption_options=CaptionOptions(max_new_tokens=8), check_options=CheckOptions(threshold=0.5))
     assert result.cutout.shape == (30, 50, 4) and result.alpha.shape == (30, 50)
@@ -39,9 +41,34 @@ def test_process_runs_three_stages_on_the_cutout(loaded):
     np.testing.assert_allclose(caption_view(result.cutout), shown, atol=1e-6)
     assert result.caption == loaded.florence2.caption(shown, max_new_tokens=8)
     assert result.verdict == loaded.llama_guard.check(result.caption)
-    assert set(result.seconds) == {"cutout", "caption", "safety_check"}  # the Save Cutout Report node's keys
+    assert result.image_verdict == loaded.image_guard.check(shown)  # the image check sees what the caption sees
+    assert set(result.seconds) == {"cutout", "image_check", "caption", "safety_check"}  # the Save Cutout Report node's keys
     assert all(v > 0 for v in result.seconds.values())
-    assert set(loaded.load_seconds) == {"ben2", "florence2", "llama_guard"}
+    assert set(loaded.load_seconds) == {"ben2", "image_guard", "florence2", "llama_guard"}
+
+
+def test_the_image_check_judges_the_cutout_as_shown(loaded):
+    """The verdict is the rigged classifier's on the cutout composited on white, not on the photo."""
+    red = np.zeros((32, 32, 3), np.float32)
+    red[..., 0] = 1.0
+    result = loaded.process(red, caption_options=CaptionOptions(max_new_tokens=4))
+    expected = loaded.image_guard.check(caption_view(result.cutout))
+    assert result.image_verdict == expected and result.image_verdict.model == "red"
+
+
+def test_without_an_image_guard_the_image_check_does_not_run(paths):
+    with Pipeline.load(ModelPaths(ben2=paths.ben2, florence2=paths.florence2, llama_guard=paths.llama_guard)) as pipe:
+        result = pipe.process(np.random.default_rng(1).random((16, 16, 3)).astype(np.float32),
+                              caption_options=CaptionOptions(max_new_tokens=4))
+    assert result.image_verdict is None and "image_check" not in result.seconds
+    assert pipe.paths.names()["image_guard"] is None
+
+
+def test_an_empty_caption_is_unsafe(loaded, monkeypatch):
+    """Regression: an empty caption was checked and judged safe."""
+    monkeypatch.setattr(loaded.florence2, "caption", lambda *a, **k: "")
+    result = loaded.process(np.random.default_rng(2).random((16, 16, 3)).astype(np.float32))
+    assert result.caption == "" and result.verdict.safe is False and "empty" in result.verdict.reason
 
 
 def test_named_categories_use_the_loaded_template(loaded):
@@ -78,7 +105,7 @@ def test_a_failed_load_closes_what_was_loaded(paths, tmp_path, monkeypatch):
 def test_close_releases_every_engine(paths):
     pipe = Pipeline.load(paths)
     pipe.close()
-    assert (pipe.ben2, pipe.florence2, pipe.llama_guard) == (None, None, None)
+    assert (pipe.ben2, pipe.image_guard, pipe.florence2, pipe.llama_guard) == (None, None, None, None)
     pipe.close()  # twice is harmless
 
 

@@ -149,6 +149,13 @@ def test_a_malformed_safety_report_is_unsafe_and_withheld(output_dir, safety_rep
     assert "UNSAFE" in line
 
 
+def test_a_blank_caption_keeps_its_reason(output_dir):
+    data, pixels, line = _saved_verdict(output_dir, json.dumps({"safe": False, "p_unsafe": None, "reason": "the text is empty"}))
+    assert data["text"] == {"model": None, "safe": False, "p_unsafe": None, "threshold": None, "reason": "the text is empty",
+                            "categories": []}
+    assert pixels.max() == 0 and "UNSAFE" in line
+
+
 def test_a_malformed_image_report_is_unsafe_too(output_dir):
     images = torch.rand(1, 8, 8, 3)
     saved = SaveReport().save([images], ["x"], ["withhold"], image_report=['{"safe": "true", "p_unsafe": 0.0}'])

@@ -1,13 +1,14 @@
 """The ``cutout-guard`` command line: batch runs without ComfyUI, model downloads, the benchmark.
 
-    cutout-guard run INPUT... --out DIR [--preset cpu|cuda] [--models-dir DIR | --comfyui DIR]
-    cutout-guard download [ben2 florence2 llama_guard] [--models-dir DIR | --comfyui DIR]
+    cutout-guard run INPUT... --out DIR [--preset cpu|cuda] [--no-image-check] [--models-dir DIR | --comfyui DIR]
+    cutout-guard download [ben2 florence2 llama_guard image_guard] [--models-dir DIR | --comfyui DIR]
     cutout-guard bench [...]          (see ``cutout-guard bench --help``)
     cutout-guard submit [...]         (send an image to a RunPod endpoint, when installed)
 
 ``run`` writes, for every input image, the same PNG + ``.json`` report as the Save Cutout Report
 node (``<out>/<name>.png``, sub-folders mirroring the input folders) and appends one line per
-image to ``<out>/results.jsonl``. A second run over the same inputs skips images whose last line
+image to ``<out>/results.jsonl`` (its ``verdict``, and each check that ran as ``image`` / ``text``;
+the image check runs unless ``--no-image-check``). A second run over the same inputs skips images whose last line
 there is a success. Exit status: 0 when every image succeeded (or had succeeded before), 1 when
 any failed, 2 when the run could not start (bad arguments, no images, a model that will not load).
 """
@@ -232,7 +233,7 @@ def run(args) -> int:
     options = {
         "cutout_options": CutoutOptions(mask_values=args.mask_values),
         "caption_options": CaptionOptions(task=args.task, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams),
-        "check_options": CheckOptions(threshold=args.threshold, policy=args.policy),
+        "check_options": CheckOptions(threshold=args.threshold, policy=args.policy, image_threshold=args.image_threshold),
     }
     try:
         root = models_root(args)
@@ -240,6 +241,8 @@ def run(args) -> int:
             ben2=resolve_model("ben2", args.ben2, root, allow_download=not args.offline),
             florence2=resolve_model("florence2", args.florence2, root, allow_download=not args.offline),
             llama_guard=resolve_model("llama_guard", args.llama_guard, root, allow_download=not args.offline),
+            image_guard=None if args.no_image_check
+            else resolve_model("image_guard", args.image_guard, root, allow_download=not args.offline),
         )
         pipeline = Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx)
     except CutoutGuardError as exc:
@@ -277,8 +280,8 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
         "output": item.output,
         "caption": None,
         "verdict": None,
-        "categories": None,
-        "p_unsafe": None,
+        "image": None,
+        "text": None,
         "seconds": None,
         "error": None,
     }
@@ -286,23 +289,10 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
     try:
         rgb = read_image(item.source, max_pixels=args.max_pixels)
         result = pipeline.process(rgb, **options)
-        verdict = result.verdict
-        categories = pipeline.named_categories(verdict)
         seconds = dict(result.seconds)
         seconds["total"] = time.perf_counter() - start
-        record = report.make_report(
-            caption=result.caption,
-            task=options["caption_options"].task,
-            safe=verdict.safe,
-            p_unsafe=verdict.p_unsafe,
-            categories=categories,
-            threshold=options["check_options"].threshold,
-            unsafe_action=args.unsafe_action,
-            models=pipeline.paths.names(),
-            devices=pipeline.devices.as_report(),
-            seconds=seconds,
-        )
-        shown = result.cutout if verdict.safe else report.apply_unsafe_action(result.cutout, args.unsafe_action)
+        record = make_record(result, pipeline, options["caption_options"], args, seconds, report)
+        shown = result.cutout if record["safe"] is True else report.apply_unsafe_action(result.cutout, args.unsafe_action)
         png_path = out_dir / item.output
         png_path.parent.mkdir(parents=True, exist_ok=True)
         report.write(png_path, shown, record)
@@ -314,14 +304,32 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
     else:
         entry.update(
             caption=record["caption"],
-            verdict="safe" if verdict.safe else "unsafe",
-            categories=record["categories"],
-            p_unsafe=record["p_unsafe"],
+            verdict="safe" if record["safe"] is True else "unsafe",
+            image=record["image"],
+            text=record["text"],
             seconds=record["seconds"],
         )
     if entry["error"] is not None:
         entry["seconds"] = {"total": round(time.perf_counter() - start, 4)}
     return entry
+
+
+def make_record(result, pipeline, caption_options, args, seconds: dict, report) -> dict:
+    """The schema-2 report of one processed image: the image check (when it ran) and the caption's check."""
+    names = pipeline.paths.names()
+    verdict = result.verdict
+    text = {**verdict.to_dict(pipeline.llama_guard.template.hazards), "model": names["llama_guard"]}
+    image = result.image_verdict.to_dict() if result.image_verdict is not None else None
+    return report.make_report(
+        caption=result.caption,
+        task=caption_options.task,
+        image=report.read_verdict(image, what="the image check") if image is not None else None,
+        text=report.read_verdict(text, what="the text check"),
+        unsafe_action=args.unsafe_action,
+        models=names,
+        devices=pipeline.devices.as_report(),
+        seconds=seconds,
+    )
 
 
 # ----------------------------------------------------------------------------- download
@@ -339,7 +347,7 @@ def download(args) -> int:
     except CutoutGuardError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    names = {"ben2": args.ben2, "florence2": args.florence2, "llama_guard": args.llama_guard}
+    names = {"ben2": args.ben2, "florence2": args.florence2, "llama_guard": args.llama_guard, "image_guard": args.image_guard}
     failed = 0
     for kind_name in args.kinds or list(names):
         kind = get_kind(kind_name)
@@ -363,7 +371,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     where.add_argument(
         "--models-dir",
         default=os.environ.get("CUTOUT_GUARD_MODELS_DIR", "models"),
-        help="models folder holding ben2/, florence2/ and LLM/ (default: $CUTOUT_GUARD_MODELS_DIR or ./models)",
+        help="models folder holding ben2/, florence2/, LLM/ and image_guard/ (default: $CUTOUT_GUARD_MODELS_DIR or ./models)",
     )
     where.add_argument("--comfyui", metavar="DIR", help="use the model folders of the ComfyUI installed in DIR (DIR/models)")
     parser.add_argument("--ben2", default=KINDS["ben2"].defaults[0].name, help="BEN2 .onnx: a name in ben2/ or a path (default: %(default)s)")
@@ -375,12 +383,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=KINDS["llama_guard"].defaults[0].name,
         help="Llama Guard .gguf: a name in LLM/ or a path (default: %(default)s)",
     )
+    parser.add_argument(
+        "--image-guard",
+        default=KINDS["image_guard"].defaults[0].name,
+        help="image guard (NSFW classifier) folder: a name in image_guard/ or a path (default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cutout-guard",
-        description="Cut out the subject of photos (BEN2), caption it (Florence-2) and check the caption (Llama Guard 3).",
+        description="Cut out the subject of photos (BEN2), check the cutout itself (an NSFW image classifier), "
+        "caption it (Florence-2) and check the caption (Llama Guard 3).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (model loading, devices, threads)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,download,bench,submit}")
@@ -391,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", "--device", dest="preset", choices=tuple(vocab.PRESETS), default="cpu",
                    help="cpu: provider CPU, precision fp32, n_gpu_layers 0; cuda: CUDA, fp16, -1 (--device is its old name)")
     p.add_argument("--provider", choices=vocab.PROVIDERS, help="BEN2's onnxruntime provider (overrides --preset)")
-    p.add_argument("--precision", choices=vocab.PRECISIONS, help="Florence-2 precision (overrides --preset; half precision runs as fp32 on a CPU)")
+    p.add_argument("--precision", choices=vocab.PRECISIONS, help="Florence-2 and image guard precision (overrides --preset; half precision runs as fp32 on a CPU)")
     p.add_argument("--n-gpu-layers", type=int, help="Llama Guard layers on the GPU, -1 = all (overrides --preset)")
     _add_model_options(p)
     p.add_argument("--offline", action="store_true", help="never download: fail when a model is missing")
@@ -400,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=vocab.CAPTION_TASKS, default="<CAPTION>", help="Florence-2 caption task")
     p.add_argument("--max-new-tokens", type=int, default=256, help="longest caption in tokens (default: %(default)s)")
     p.add_argument("--num-beams", type=int, default=3, help="beam width, 1 = greedy (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=vocab.DEFAULT_THRESHOLD, help="unsafe when p_unsafe >= this, 0..1 (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=vocab.DEFAULT_THRESHOLD, help="text check: unsafe when p_unsafe >= this, 0..1 (default: %(default)s)")
+    p.add_argument("--image-threshold", type=float, default=vocab.DEFAULT_THRESHOLD, help="image check: unsafe when P(nsfw) >= this, 0..1 (default: %(default)s)")
+    p.add_argument("--no-image-check", action="store_true", help="skip the image-level check (only the caption is checked; the report's image check is null)")
     p.add_argument("--policy", "--categories", dest="policy",
                    help="Llama Guard categories that count, e.g. S1,S10-S12 (default: all; --categories is its old name)")
     p.add_argument("--unsafe-action", choices=vocab.UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")

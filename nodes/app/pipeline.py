@@ -1,10 +1,12 @@
-"""The whole job without ComfyUI: cut out (BEN2), caption the cutout (Florence-2), check the caption (Llama Guard).
+"""The whole job without ComfyUI: cut out (BEN2), check the cutout itself (the image guard), caption it
+(Florence-2) and check the caption (Llama Guard).
 
-``Pipeline.load(paths, devices=...)`` loads the three engines once; ``.process(rgb)`` runs one
-``H×W×3`` float 0..1 image and returns the RGBA cutout, its alpha, the caption, the verdict and the
-seconds each stage took. The caption is made from the cutout composited on a neutral background
-(white, as the Caption node does for RGBA images): the published image is the cutout, so what is
-checked is what is shown. Used by the command line and the benchmark (which adds its measurements
+``Pipeline.load(paths, devices=...)`` loads the engines once; ``.process(rgb)`` runs one ``H×W×3``
+float 0..1 image and returns the RGBA cutout, its alpha, the image verdict, the caption, the text
+verdict and the seconds each stage took. The image check and the caption both see the cutout
+composited on a neutral background (white, as the Caption and Image Check nodes do for RGBA
+images): the published image is the cutout, so what is checked is what is shown. Without an image
+guard path the image check does not run (its verdict is None). Used by the command line and the benchmark (which adds its measurements
 through the ``around`` hook of :meth:`Pipeline.load` and :meth:`Pipeline.process`); the node
 adapters call the same engines one by one.
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 ENGINES = vocab.MODEL_KINDS  # keys of Pipeline.load_seconds
 STAGES = vocab.STAGES  # keys of Result.seconds, as in the Save Cutout Report node
 # Largest model first: a guard that does not fit (or a damaged GGUF) fails before the other loads.
-LOAD_ORDER = ("llama_guard", "florence2", "ben2")
+LOAD_ORDER = ("llama_guard", "florence2", "image_guard", "ben2")
 CAPTION_COLOR = vocab.DEFAULT_COLOR
 
 # around(name) is entered around each engine's load (name: an ENGINES key) and each stage of an
@@ -50,9 +52,9 @@ class Devices:
     """Where each engine runs: the three inputs that differ between the CPU and GPU workflows."""
 
     provider: str = "CPU"  # BEN2 onnxruntime provider: CPU | CUDA
-    precision: str = "fp32"  # Florence-2: fp32 | fp16 | bf16
+    precision: str = "fp32"  # Florence-2 and the image guard: fp32 | fp16 | bf16
     n_gpu_layers: int = 0  # Llama Guard layers on the GPU; -1 = all
-    device: str = "cpu"  # torch device for Florence-2: cpu | cuda
+    device: str = "cpu"  # torch device for Florence-2 and the image guard: cpu | cuda
 
     def as_report(self) -> dict:
         return {"provider": self.provider, "precision": self.precision, "n_gpu_layers": self.n_gpu_layers}
@@ -77,9 +79,10 @@ class ModelPaths:
     ben2: Path
     florence2: Path
     llama_guard: Path
+    image_guard: Path | None = None  # None: the image check does not run
 
-    def names(self) -> dict[str, str]:
-        return {"ben2": self.ben2.name, "florence2": self.florence2.name, "llama_guard": self.llama_guard.name}
+    def names(self) -> dict[str, str | None]:
+        return {name: getattr(self, name).name if getattr(self, name) is not None else None for name in ENGINES}
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class CaptionOptions:
 class CheckOptions:
     threshold: float = vocab.DEFAULT_THRESHOLD
     policy: str | None = None  # the categories that count, e.g. "S1,S10"; None = all
+    image_threshold: float = vocab.DEFAULT_THRESHOLD  # the image check's: unsafe when P(nsfw) >= it
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,8 @@ class Result:
     cutout: np.ndarray
     alpha: np.ndarray
     caption: str
-    verdict: object  # engines.llama_guard.Verdict
+    verdict: object  # engines.llama_guard.Verdict: the caption's
+    image_verdict: object = None  # engines.image_guard.ImageVerdict, or None when the image check did not run
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -126,6 +131,12 @@ def _load_florence2(path: Path, devices: Devices, threads: int | None):
 
     # outside ComfyUI this process is ours: torch gets the CPU quota unless told otherwise
     return Florence2.load(path, precision=devices.precision, device=devices.device, threads=resolve_threads(threads))
+
+
+def _load_image_guard(path: Path, devices: Devices, threads: int | None):
+    from ..engines.image_guard import ImageGuard
+
+    return ImageGuard.load(path, precision=devices.precision, device=devices.device)
 
 
 def _load_llama_guard(path: Path, devices: Devices, threads: int | None, n_ctx: int, repack: bool | None = None):
@@ -160,10 +171,12 @@ def caption_view(cutout: np.ndarray, color: str = CAPTION_COLOR) -> np.ndarray:
 
 
 class Pipeline:
-    """The three loaded engines. Create with :meth:`load`; free with :meth:`close`."""
+    """The loaded engines. Create with :meth:`load`; free with :meth:`close`."""
 
-    def __init__(self, ben2, florence2, llama_guard, *, paths: ModelPaths, devices: Devices, load_seconds: dict[str, float]):
+    def __init__(self, ben2, florence2, llama_guard, *, paths: ModelPaths, devices: Devices, load_seconds: dict[str, float],
+                 image_guard=None):
         self.ben2 = ben2
+        self.image_guard = image_guard
         self.florence2 = florence2
         self.llama_guard = llama_guard
         self.paths = paths
@@ -183,7 +196,8 @@ class Pipeline:
         order: tuple[str, ...] = LOAD_ORDER,
         around: Around = _nothing,
     ) -> "Pipeline":
-        """Load BEN2, Florence-2 and Llama Guard once (seconds per load in ``load_seconds``).
+        """Load BEN2, the image guard (when it has a path), Florence-2 and Llama Guard once (seconds per
+        load in ``load_seconds``).
 
         ``repack``: llama.cpp's repacked weight copy (see ``LlamaGuard.load``); ``order``: the load
         order (a permutation of ``ENGINES``); ``around(name)``: a context entered around each load.
@@ -194,11 +208,12 @@ class Pipeline:
             "ben2": lambda: _load_ben2(paths.ben2, devices, threads),
             "florence2": lambda: _load_florence2(paths.florence2, devices, threads),
             "llama_guard": lambda: _load_llama_guard(paths.llama_guard, devices, threads, n_ctx, repack),
+            "image_guard": lambda: _load_image_guard(paths.image_guard, devices, threads),
         }
         if sorted(order) != sorted(ENGINES):
             raise ValueError(f"load order must name each of {', '.join(ENGINES)} once, got {order}")
         try:
-            for name in order:
+            for name in (n for n in order if getattr(paths, n) is not None):
                 with around(name):
                     start = time.perf_counter()
                     loaded[name] = loaders[name]()
@@ -208,7 +223,8 @@ class Pipeline:
                 engine.close()
             raise
         log.info("Loaded the pipeline in %.1f s (%s)", sum(seconds.values()), ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
-        return cls(loaded["ben2"], loaded["florence2"], loaded["llama_guard"], paths=paths, devices=devices, load_seconds=seconds)
+        return cls(loaded["ben2"], loaded["florence2"], loaded["llama_guard"], paths=paths, devices=devices,
+                   load_seconds=seconds, image_guard=loaded.get("image_guard"))
 
     # -- stages, each callable alone (the benchmark times them apart) ----------------------
 
@@ -217,6 +233,15 @@ class Pipeline:
         alpha = self.ben2.matte(rgb, mask_values=options.mask_values)
         self._trim()
         return imageops.cutout(rgb, alpha), alpha
+
+    def check_image(self, cutout: np.ndarray, options: CheckOptions = CheckOptions()):
+        """The image guard's verdict on the RGBA cutout as shown on the neutral background (what the
+        caption sees), or None without an image guard."""
+        if self.image_guard is None:
+            return None
+        verdict = self.image_guard.check(caption_view(cutout), threshold=options.image_threshold)
+        self._trim()
+        return verdict
 
     def caption(self, cutout: np.ndarray, options: CaptionOptions = CaptionOptions()) -> str:
         """Caption of the RGBA cutout as shown on the neutral background."""
@@ -254,7 +279,8 @@ class Pipeline:
         around: Around = _nothing,
         check_text: str | None = None,
     ) -> Result:
-        """One image through the three stages; ``around(stage)`` is entered around each.
+        """One image through the stages (the image check only with an image guard); ``around(stage)`` is
+        entered around each.
 
         ``check_text``: what the check reads instead of the caption (the benchmark's random-weight
         Florence-2 writes no real text; it checks a typical caption, so the prompt has a real length).
@@ -269,9 +295,10 @@ class Pipeline:
             return value
 
         cutout, alpha = timed("cutout", lambda: self.cut_out(rgb, cutout_options))
+        image_verdict = timed("image_check", lambda: self.check_image(cutout, check_options)) if self.image_guard is not None else None
         caption = timed("caption", lambda: self.caption(cutout, caption_options))
         verdict = timed("safety_check", lambda: self.check(caption if check_text is None else check_text, check_options))
-        return Result(cutout=cutout, alpha=alpha, caption=caption, verdict=verdict, seconds=seconds)
+        return Result(cutout=cutout, alpha=alpha, caption=caption, verdict=verdict, image_verdict=image_verdict, seconds=seconds)
 
     def close(self) -> None:
         for name in ENGINES:

@@ -128,7 +128,7 @@ def read_verdict(value: Any, *, what: str) -> dict:
     problems = []
     if safe is not True and safe is not False:
         problems.append("has no 'safe' field" if "safe" not in data else f"has 'safe': {json.dumps(safe)}, not true or false")
-    if p_unsafe is None:
+    if p_unsafe is None and safe is not False:  # an unsafe verdict may lack one (blank text is never checked)
         problems.append(f"has 'p_unsafe': {json.dumps(data.get('p_unsafe'))}, not a probability" if "p_unsafe" in data else "has no 'p_unsafe' field")
     if categories is None:
         problems.append("has 'categories' that are not a list of {code, name}")

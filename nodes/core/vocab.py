@@ -45,5 +45,5 @@ DEFAULT_THRESHOLD = 0.5  # `threshold`: unsafe when p_unsafe >= threshold
 
 # --- Save Cutout Report, `cutout-guard run`
 UNSAFE_ACTIONS = ("keep", "blur", "withhold")  # `unsafe_action`
-STAGES = ("cutout", "caption", "safety_check")  # keys of the report's `seconds`
+STAGES = ("cutout", "image_check", "caption", "safety_check")  # keys of the report's `seconds`, in run order
 
