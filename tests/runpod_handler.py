@@ -79,17 +79,21 @@ def handler(job: dict) -> dict:
             if key in node.get("inputs", {}):
                 devices[key] = node["inputs"][key]
     unsafe = mode == "unsafe"
+    text = {"model": "Llama-Guard-3-8B", "safe": not unsafe, "p_unsafe": 0.91 if unsafe else 0.02, "threshold": 0.5,
+            "reason": "answer 'unsafe'" if unsafe else "answer 'safe'",
+            "categories": [{"code": "S1", "name": "Violent Crimes"}] if unsafe else []}
+    image = {"model": "nsfw_image_detection", "safe": True, "p_unsafe": 0.03, "threshold": 0.5, "label": "normal",
+             "reason": "p_unsafe 0.030 < threshold 0.5"}
     record = report.make_report(
         caption=f"a picture {rgb.shape[1]} pixels wide and {rgb.shape[0]} high",
         task="<CAPTION>",
-        safe=not unsafe,
-        p_unsafe=0.91 if unsafe else 0.02,
-        categories=[{"code": "S1", "name": "Violent Crimes"}] if unsafe else [],
-        threshold=0.5,
+        image=report.read_verdict(image, what="image"),
+        text=report.read_verdict(text, what="text"),
         unsafe_action="keep",
-        models={"ben2": "BEN2_Base.onnx", "florence2": "Florence-2-base", "llama_guard": "Llama-Guard-3-8B"},
+        models={"ben2": "BEN2_Base.onnx", "florence2": "Florence-2-base", "llama_guard": "Llama-Guard-3-8B",
+                "image_guard": "nsfw_image_detection"},
         devices=devices,
-        seconds={"cutout": 0.5, "caption": 1.25, "safety": 0.75},
+        seconds={"cutout": 0.5, "image_check": 0.2, "caption": 1.25, "safety_check": 0.75},
     )
     png = report.encode_png(cutout, record)
     filename = f"{ENDPOINT}_cutout_guard_00001_.png"

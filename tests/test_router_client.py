@@ -339,7 +339,7 @@ def test_the_result_carries_the_report(gateway, tmp_path):
     cutout = np.asarray(Image.open(io.BytesIO(result.png)))
     assert cutout.shape == (20, 30, 4)
     assert cutout[0, 0, 3] == 0 and cutout[8, 10, 3] == 255              # background out, subject in
-    assert result.timings.stages == {"cutout": 0.5, "caption": 1.25, "safety": 0.75}
+    assert result.timings.stages == {"cutout": 0.5, "image_check": 0.2, "caption": 1.25, "safety_check": 0.75}
     assert result.timings.wall_s > 0
     assert result.cost_usd is None                                       # no price in this policy
     assert result.endpoint_id == "gpu-ep" and result.job_id

@@ -376,7 +376,8 @@ def test_repository_workflows_take_one_image(name):
 
 
 def report_png(**fields) -> bytes:
-    return encode_png(np.zeros((4, 4, 4), np.float32), make_report(caption="a cat", safe=True, p_unsafe=0.1, **fields))
+    text = {"model": "g", "safe": True, "p_unsafe": 0.1, "threshold": 0.5, "reason": "answer 'safe'", "categories": []}
+    return encode_png(np.zeros((4, 4, 4), np.float32), make_report(caption="a cat", text=text, unsafe_action="blur", **fields))
 
 
 def item(data: bytes, filename="out.png", kind="base64") -> dict:
@@ -421,10 +422,10 @@ def test_report_with_a_newer_schema_is_malformed():
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
-    info.add_itxt("cutout_guard", json.dumps({"schema": 2}))
+    info.add_itxt("cutout_guard", json.dumps({"schema": 3}))
     buffer = io.BytesIO()
     Image.new("RGBA", (2, 2)).save(buffer, format="PNG", pnginfo=info)
-    with pytest.raises(MalformedOutput, match="unsupported report schema 2"):
+    with pytest.raises(MalformedOutput, match="unsupported report schema 3"):
         report_image({"images": [item(buffer.getvalue())]})
 
 

@@ -97,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if result.p_unsafe is not None:
         verdict += f", p_unsafe {result.p_unsafe:.3f}"
     print(f"  verdict: {verdict}")
+    for name, check in (("image check", result.image_check), ("text check", result.text_check)):
+        if check is not None:
+            p = "-" if check.get("p_unsafe") is None else f"{check['p_unsafe']:.3f}"
+            print(f"    {name}: {'safe' if check.get('safe') is True else 'UNSAFE'} (p_unsafe {p}) {check.get('reason') or ''}".rstrip())
     for warning in result.warnings:
         print(f"  worker warning: {warning}")
     return 0

@@ -8,7 +8,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..core.report import read_png
+from ..core.report import read_png, upgrade
 from .errors import MalformedOutput
 
 
@@ -29,7 +29,7 @@ class Timings:
 @dataclass(frozen=True)
 class Result:
     png: bytes                          # the cutout PNG as the worker saved it (report inside)
-    report: dict                        # the report (schema 1, see nodes/core/report.py)
+    report: dict                        # the report in the schema-2 layout (a schema-1 one upgraded; core/report.py)
     endpoint: str                       # "cpu" or "gpu": the endpoint that served it
     endpoint_id: str
     reason: str                         # why that endpoint, in words
@@ -47,6 +47,7 @@ class Result:
 
     @property
     def safe(self) -> bool | None:
+        """True only when the report says JSON true and every check that ran agrees; None when none ran."""
         return self.report.get("safe")
 
     @property
@@ -55,12 +56,24 @@ class Result:
         return None if self.safe is None else ("safe" if self.safe else "unsafe")
 
     @property
+    def image_check(self) -> dict | None:
+        """The image-level check (model, safe, p_unsafe, threshold, reason, label), or None when it did not run."""
+        return self.report.get("image")
+
+    @property
+    def text_check(self) -> dict | None:
+        """The caption's check (model, safe, p_unsafe, threshold, reason, categories), or None when it did not run."""
+        return self.report.get("text")
+
+    @property
     def categories(self) -> tuple[Category, ...]:
-        return tuple(Category(c["code"], c["name"]) for c in (self.report.get("categories") or ()))
+        """The text check's violated categories."""
+        return tuple(Category(c["code"], c["name"]) for c in ((self.text_check or {}).get("categories") or ()))
 
     @property
     def p_unsafe(self) -> float | None:
-        return self.report.get("p_unsafe")
+        """The text check's p_unsafe (the image check's is ``image_check["p_unsafe"]``)."""
+        return (self.text_check or {}).get("p_unsafe")
 
     def summary(self) -> dict[str, Any]:
         """Everything but the PNG bytes, JSON-ready."""
@@ -73,6 +86,8 @@ class Result:
             "filename": self.filename,
             "caption": self.caption,
             "verdict": self.verdict,
+            "image": self.image_check,
+            "text": self.text_check,
             "categories": [{"code": c.code, "name": c.name} for c in self.categories],
             "p_unsafe": self.p_unsafe,
             "timings": {
@@ -139,8 +154,8 @@ def report_image(
         else:
             raise malformed(f"{filename}: unknown image type {kind!r} (expected 'base64' or 's3_url')")
         try:
-            report = read_png(data)
-        except (ValueError, KeyError) as exc:
+            report = upgrade(read_png(data))  # schema 1 or 2; the verdict re-derived, only JSON true is safe
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             skipped.append(f"{filename} ({exc})")
             continue
         found.append(ReportImage(filename, data, report, warnings))
