@@ -1,4 +1,4 @@
-"""Workflow files: generated from the specs, valid against the nodes, CPU/GPU twins differ in three inputs."""
+"""Workflow files: generated from the specs, valid against the nodes, CPU/GPU twins differ only in device inputs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEVICE_INPUTS = {
     ("CutoutGuardLoadBEN2", "provider"): ("CPU", "CUDA"),
     ("CutoutGuardLoadFlorence2", "precision"): ("fp32", "fp16"),
+    ("CutoutGuardLoadImageGuard", "precision"): ("fp32", "fp16"),
     ("CutoutGuardLoadLlamaGuard", "n_gpu_layers"): (0, -1),
 }
 
@@ -31,7 +32,7 @@ def test_committed_files_match_the_generator():
 
 def test_each_folder_holds_the_same_workflows():
     names = {w.name for w in WORKFLOWS}
-    assert names == {"cutout_caption_safety", "cutout", "caption_safety"}
+    assert names == {"cutout_caption_safety", "cutout", "caption_safety", "cutout_image_safety"}
     for device in DEVICES:
         assert {p.name for p in (REPO / f"workflows_{device}").iterdir()} == {f"{n}{ext}" for n in names for ext in (".json", ".api.json")}
 
@@ -80,7 +81,7 @@ def test_api_workflow_is_valid_against_the_node_definitions(path):
 
 
 @pytest.mark.parametrize("name", [w.name for w in WORKFLOWS])
-def test_cpu_and_gpu_twins_differ_only_in_the_three_inputs(name):
+def test_cpu_and_gpu_twins_differ_only_in_the_device_inputs(name):
     cpu = json.loads((REPO / "workflows_cpu" / f"{name}.api.json").read_text())
     gpu = json.loads((REPO / "workflows_gpu" / f"{name}.api.json").read_text())
     assert cpu.keys() == gpu.keys()
@@ -111,3 +112,25 @@ def test_ui_workflow_links_are_consistent(name):
     assert any(n["type"] == "Note" for n in ui["nodes"]) and ui["groups"]
     api = render_api(next(w for w in WORKFLOWS if w.name == name), "cpu")
     assert {str(n["id"]) for n in ui["nodes"] if n["type"] != "Note"} == set(api)
+
+
+def test_which_checks_each_workflow_runs_and_what_save_is_fed():
+    """Both checks where a caption is made; the image check alone on the fast path; Save fed by reports only."""
+    expected = {
+        "cutout_caption_safety": {"CutoutGuardImageCheck", "CutoutGuardSafetyCheck"},
+        "caption_safety": {"CutoutGuardImageCheck", "CutoutGuardSafetyCheck"},
+        "cutout_image_safety": {"CutoutGuardImageCheck"},
+        "cutout": set(),
+    }
+    for name, checks in expected.items():
+        prompt = json.loads((REPO / "workflows_cpu" / f"{name}.api.json").read_text())
+        types = {node["class_type"] for node in prompt.values()}
+        assert types & {"CutoutGuardImageCheck", "CutoutGuardSafetyCheck"} == checks, name
+        save = next(node for node in prompt.values() if node["class_type"] == "CutoutGuardSaveReport")
+        assert not {"ben2", "florence2", "llama_guard"} & set(save["inputs"]), f"{name}: Save reads a loader"
+        fed = {prompt[v[0]]["class_type"] for v in save["inputs"].values() if isinstance(v, list)}
+        assert checks <= fed, f"{name}: a check's report does not reach Save"
+        if "CutoutGuardImageCheck" in types:
+            check = next(node for node in prompt.values() if node["class_type"] == "CutoutGuardImageCheck")
+            source = prompt[check["inputs"]["image"][0]]["class_type"]
+            assert source == ("LoadImage" if name == "caption_safety" else "CutoutGuardRemoveBackground")

@@ -1,4 +1,6 @@
-// Shows the verdict and caption of each saved image on the Save Cutout Report node.
+// Shows each saved image's verdicts and caption on the Save Cutout Report node: one line per image
+// with the overall verdict, the image check's and the text check's (each with its p_unsafe; "not
+// checked" when that check did not run), the violated categories and the caption.
 import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 

@@ -97,7 +97,7 @@ def render_api(workflow: Workflow, device: str, defs: dict | None = None) -> dic
 
 NODE_WIDTH = 340
 COLUMN = 400
-GROUP_COLORS = {"image": "#3f789e", "cutout": "#8A8", "caption": "#a1309b", "safety": "#b06634", "save": "#88A"}
+GROUP_COLORS = {"image": "#3f789e", "cutout": "#8A8", "image_check": "#b58b2a", "caption": "#a1309b", "safety": "#b06634", "save": "#88A"}
 
 
 def _height(n_slots: int, n_widgets: int, extra: int) -> int:

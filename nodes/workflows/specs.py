@@ -1,4 +1,4 @@
-"""The three workflows, as data. Values that differ between CPU and GPU are ``PerDevice``."""
+"""The four workflows, as data. Values that differ between CPU and GPU are ``PerDevice``."""
 
 from __future__ import annotations
 
@@ -46,15 +46,22 @@ N_GPU_LAYERS = PerDevice(0, -1)
 GROUPS = {
     "image": "1 · Photo",
     "cutout": "2 · Cut out (BEN2)",
-    "caption": "3 · Caption (Florence-2)",
-    "safety": "4 · Safety (Llama Guard)",
-    "save": "5 · Save report",
+    "image_check": "3 · Image check (NSFW)",
+    "caption": "4 · Caption (Florence-2)",
+    "safety": "5 · Text check (Llama Guard)",
+    "save": "6 · Save report",
 }
 
 DEVICE_NOTE = (
-    "CPU and GPU versions of this workflow differ only in three inputs: Load BEN2 'provider' "
-    "(CPU / CUDA), Load Florence-2 'precision' (fp32 / fp16) and Load Llama Guard 'n_gpu_layers' "
-    "(0 / -1). Models download on first use into models/ben2, models/florence2 and models/LLM."
+    "CPU and GPU versions of this workflow differ only in these inputs: Load BEN2 'provider' "
+    "(CPU / CUDA), Load Florence-2 and Load Image Guard 'precision' (fp32 / fp16) and Load Llama Guard "
+    "'n_gpu_layers' (0 / -1). Models download on first use into models/ben2, models/image_guard, "
+    "models/florence2 and models/LLM."
+)
+SAVE_NOTE = (
+    "Save Cutout Report writes one PNG per image with the caption and each check's verdict inside "
+    "(text chunk 'cutout_guard', report schema 2) and a .json beside it; an image is safe only when every "
+    "check that ran says so, and unsafe images are blurred by default ('unsafe_action'). "
 )
 
 LOAD_IMAGE = Node("image", "LoadImage", "Photo", "image", {"image": INPUT_IMAGE})
@@ -63,8 +70,13 @@ REMOVE = Node(
     "remove", "CutoutGuardRemoveBackground", "Remove Background", "cutout",
     {"ben2": Link("ben2"), "image": Link("image")},
 )
+LOAD_IMAGE_GUARD = Node("image_guard", "CutoutGuardLoadImageGuard", "Load Image Guard", "image_check", {"precision": PRECISION})
 LOAD_FLORENCE = Node("florence2", "CutoutGuardLoadFlorence2", "Load Florence-2", "caption", {"precision": PRECISION})
 LOAD_GUARD = Node("llama_guard", "CutoutGuardLoadLlamaGuard", "Load Llama Guard", "safety", {"n_gpu_layers": N_GPU_LAYERS})
+
+
+def image_check(image: Link) -> Node:
+    return Node("image_check", "CutoutGuardImageCheck", "Image Check", "image_check", {"image_guard": Link("image_guard"), "image": image})
 
 
 def caption(image: Link) -> Node:
@@ -77,49 +89,59 @@ SAFETY = Node(
 )
 
 
-def save(image: Link, *, captioned: bool, cut: bool) -> Node:
+def save(image: Link, *, captioned: bool, cut: bool, image_checked: bool) -> Node:
+    """Save Cutout Report fed by the apply nodes' per-image reports (never by the loaders)."""
     inputs: dict[str, Any] = {"images": image}
     if cut:
-        inputs["ben2"] = Link("ben2")
+        inputs["cutout_report"] = Link("remove", 2)
+    if image_checked:
+        inputs["image_report"] = Link("image_check", 2)
     if captioned:
-        inputs.update(
-            caption=Link("caption"), safety_report=Link("safety", 3),
-            florence2=Link("florence2"), llama_guard=Link("llama_guard"),
-        )
+        inputs.update(caption=Link("caption"), safety_report=Link("safety", 3), caption_report=Link("caption", 1))
     return Node("save", "CutoutGuardSaveReport", "Save Cutout Report", "save", inputs)
 
 
 WORKFLOWS: tuple[Workflow, ...] = (
     Workflow(
         "cutout_caption_safety",
-        "Cutout Guard: cut out, caption and safety-check a photo",
-        "Cuts the subject out (BEN2), describes the cutout (Florence-2) and checks the description "
-        "with Llama Guard 3. The caption is made from the cutout, not the original photo: the cutout "
-        "is what gets published, so the check judges what will be shown (the background is removed, "
-        "and transparent pixels are shown to Florence-2 on white). Save Cutout Report writes one PNG "
-        "per image with the caption and verdict inside (text chunk 'cutout_guard') and a .json "
-        "beside it; unsafe images are blurred by default ('unsafe_action'). " + DEVICE_NOTE,
+        "Cutout Guard: cut out, then check the cutout itself and its caption",
+        "Cuts the subject out (BEN2), checks the cutout itself with an NSFW image classifier, describes "
+        "it (Florence-2) and checks the description with Llama Guard 3. Both checks judge the cutout, not "
+        "the original photo: the cutout is what gets published, so they judge what will be shown (the "
+        "background is removed, and transparent pixels are shown to both on white). " + SAVE_NOTE + DEVICE_NOTE,
         (
-            LOAD_IMAGE, LOAD_BEN2, REMOVE, LOAD_FLORENCE, caption(Link("remove")), LOAD_GUARD, SAFETY,
-            save(Link("remove"), captioned=True, cut=True),
+            LOAD_IMAGE, LOAD_BEN2, REMOVE, LOAD_IMAGE_GUARD, image_check(Link("remove")), LOAD_FLORENCE,
+            caption(Link("remove")), LOAD_GUARD, SAFETY,
+            save(Link("remove"), captioned=True, cut=True, image_checked=True),
         ),
     ),
     Workflow(
         "cutout",
         "Cutout Guard: cut out the subject",
         "Removes the background with BEN2 and saves a transparent PNG per image (with a small report "
-        "of the model and timings inside). " + DEVICE_NOTE,
-        (LOAD_IMAGE, LOAD_BEN2, REMOVE, save(Link("remove"), captioned=False, cut=True)),
+        "of the model and timings inside; no safety check runs, so its verdict is null). " + DEVICE_NOTE,
+        (LOAD_IMAGE, LOAD_BEN2, REMOVE, save(Link("remove"), captioned=False, cut=True, image_checked=False)),
     ),
     Workflow(
         "caption_safety",
-        "Cutout Guard: caption and safety-check a photo",
-        "Moderation without background removal: Florence-2 describes the whole photo and Llama Guard 3 "
-        "checks the description. The saved PNG is the original photo (blurred when unsafe) with the "
-        "caption and verdict inside. " + DEVICE_NOTE,
+        "Cutout Guard: check a photo itself and its caption",
+        "Moderation without background removal: an NSFW image classifier judges the whole photo, "
+        "Florence-2 describes it and Llama Guard 3 checks the description. The saved PNG is the original "
+        "photo (blurred when unsafe) with the caption and both verdicts inside. " + DEVICE_NOTE,
         (
-            LOAD_IMAGE, LOAD_FLORENCE, caption(Link("image")), LOAD_GUARD, SAFETY,
-            save(Link("image"), captioned=True, cut=False),
+            LOAD_IMAGE, LOAD_IMAGE_GUARD, image_check(Link("image")), LOAD_FLORENCE, caption(Link("image")),
+            LOAD_GUARD, SAFETY, save(Link("image"), captioned=True, cut=False, image_checked=True),
+        ),
+    ),
+    Workflow(
+        "cutout_image_safety",
+        "Cutout Guard: cut out and check the cutout itself (fast, no caption)",
+        "The fast path: cuts the subject out (BEN2) and checks the cutout itself with an NSFW image "
+        "classifier, shown on white as it will be published; no caption and no text check (the report's "
+        "caption and text check are null). " + SAVE_NOTE + DEVICE_NOTE,
+        (
+            LOAD_IMAGE, LOAD_BEN2, REMOVE, LOAD_IMAGE_GUARD, image_check(Link("remove")),
+            save(Link("remove"), captioned=False, cut=True, image_checked=True),
         ),
     ),
 )
