@@ -16,21 +16,28 @@ from cutout_guard.core import report
 
 pytestmark = pytest.mark.comfyui
 REPO = Path(__file__).resolve().parent.parent
+WORKFLOWS = ["cutout_caption_safety", "cutout", "caption_safety", "cutout_image_safety"]
 
 
-@pytest.mark.parametrize("name", ["cutout_caption_safety", "cutout", "caption_safety"])
-def test_cpu_api_workflow_runs_and_saves_report(comfyui, tiny_models, uploaded, name):
-    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / f"{name}.api.json").read_text()), uploaded)
+def run_saved(comfyui, prompt: dict) -> tuple[dict, bytes, dict]:
+    """Run a prompt; (the Save node's outputs, the PNG's bytes, its report — equal to the sidecar)."""
     entry = comfyui.run(prompt, timeout=600)
     save_id = next(k for k, v in prompt.items() if v["class_type"] == "CutoutGuardSaveReport")
     outputs = entry["outputs"][save_id]
     assert len(outputs["images"]) == 1 and len(outputs["text"]) == 1
     saved = outputs["images"][0]
     png_bytes = comfyui.view(saved["filename"], saved["subfolder"])
-    png = Image.open(io.BytesIO(png_bytes))
     data = report.read_png(png_bytes)
     sidecar = json.loads((comfyui.output_dir / saved["subfolder"] / saved["filename"]).with_suffix(".json").read_text())
-    assert sidecar == data
+    assert sidecar == data and data["schema"] == 2
+    return outputs, png_bytes, data
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_cpu_api_workflow_runs_and_saves_report(comfyui, tiny_models, uploaded, name):
+    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / f"{name}.api.json").read_text()), uploaded)
+    outputs, png_bytes, data = run_saved(comfyui, prompt)
+    png = Image.open(io.BytesIO(png_bytes))
     assert png.size == (320, 240)
     cut = name != "caption_safety"
     assert png.mode == ("RGBA" if cut else "RGB")
@@ -38,14 +45,53 @@ def test_cpu_api_workflow_runs_and_saves_report(comfyui, tiny_models, uploaded, 
         alpha = np.asarray(png)[..., 3]
         assert alpha.min() < 50 and alpha.max() > 200, "the cutout should have both subject and background"
         assert data["models"]["ben2"] == TINY["CutoutGuardLoadBEN2"] and data["devices"]["provider"] == "CPU"
-    if name == "cutout":
-        assert data["caption"] is None and data["safe"] is None
+        assert "cutout" in data["seconds"]
+    image_checked = name != "cutout"
+    captioned = name in ("cutout_caption_safety", "caption_safety")
+    if image_checked:
+        assert data["image"]["model"] == TINY["CutoutGuardLoadImageGuard"] and isinstance(data["image"]["safe"], bool)
+        assert 0.0 <= data["image"]["p_unsafe"] <= 1.0 and data["image"]["label"] in ("normal", "nsfw")
+        assert data["devices"]["precision"] == "fp32" and "image_check" in data["seconds"]
     else:
+        assert data["image"] is None
+    if captioned:
         assert isinstance(data["caption"], str) and data["task"] == "<CAPTION>"
-        assert isinstance(data["safe"], bool) and 0.0 <= data["p_unsafe"] <= 1.0
-        assert data["devices"]["precision"] == "fp32" and data["devices"]["n_gpu_layers"] == 0
+        assert isinstance(data["text"]["safe"], bool) and data["devices"]["n_gpu_layers"] == 0
         assert set(data["seconds"]) >= {"caption", "safety_check"}
-    print(f"{name}: {saved['filename']} {png.mode} {png.size} -> {outputs['text'][0]}")
+    else:
+        assert data["caption"] is None and data["text"] is None
+    checks = [c for c in (data["image"], data["text"]) if c is not None]
+    assert data["safe"] == (all(c["safe"] for c in checks) if checks else None)
+    print(f"{name}: {png.mode} {png.size} -> {outputs['text'][0]}")
+
+
+def _textured(path: Path, colour, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.asarray(colour, np.float32) + 0.08 * rng.standard_normal((96, 128, 3)), 0, 1)
+    Image.fromarray((pixels * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("colour, unsafe", [((0.9, 0.05, 0.05), True), ((0.05, 0.05, 0.9), False)], ids=["red", "blue"])
+def test_the_rigged_image_guard_blurs_a_red_photo_and_keeps_a_blue_one(comfyui, tiny_models, tmp_path, colour, unsafe):
+    """caption_safety on the rigged classifier: both checks in the PNG's report; red → unsafe and blurred."""
+    source = _textured(tmp_path / f"{'red' if unsafe else 'blue'}.png", colour, seed=3)
+    name = comfyui.upload_image(source)
+    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / "caption_safety.api.json").read_text()), name)
+    outputs, png_bytes, data = run_saved(comfyui, prompt)
+    assert data["image"]["safe"] is (not unsafe) and data["image"]["label"] == ("nsfw" if unsafe else "normal")
+    assert isinstance(data["text"]["safe"], bool) and data["text"]["model"] == TINY["CutoutGuardLoadLlamaGuard"]
+    assert data["caption"], "the tiny captioner wrote text"
+    assert data["safe"] is (data["image"]["safe"] and data["text"]["safe"])
+    if unsafe:
+        assert data["safe"] is False and data["unsafe_action"] == "blur"
+    else:
+        assert data["safe"] is data["text"]["safe"]
+    shown = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("RGB"), np.float32) / 255
+    original = np.asarray(Image.open(source).convert("RGB"), np.float32) / 255
+    difference = np.abs(shown - original).mean()
+    assert (difference > 0.02) if data["safe"] is False else (difference < 0.005), difference
+    assert ("UNSAFE" in outputs["text"][0]) is (data["safe"] is False)
 
 
 def test_ui_workflows_load_in_the_frontend_and_match_the_api_files(comfyui):
