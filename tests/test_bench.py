@@ -13,6 +13,7 @@ import pytest
 from devtools.bench import pipeline as bench
 from devtools.synthetic.ben2_cost import build_ben2_cost
 from devtools.synthetic.florence2 import build_florence2
+from devtools.synthetic.image_guard import build_image_guard
 from devtools.synthetic.llama_guard import build_llama_guard
 
 
@@ -23,26 +24,27 @@ def tiny(tmp_path_factory):
         "ben2": str(build_ben2_cost(root / "ben2.onnx", shape="tiny")),
         "florence2": str(build_florence2(root / "florence2")),
         "llama_guard": str(build_llama_guard(root / "tiny.gguf", shape="small")),
+        "image_guard": str(build_image_guard(root / "image_guard")),
     }
 
 
 def test_bench_json_on_tiny_models(tiny, tmp_path, capsys):
     code = bench.main([
         "--ben2", tiny["ben2"], "--florence2", tiny["florence2"], "--guard", tiny["llama_guard"],
-        "--device", "cpu", "--runs", "2", "--warmup", "1", "--caption-tokens", "4", "--num-beams", "1",
+        "--image-guard", tiny["image_guard"], "--device", "cpu", "--runs", "2", "--warmup", "1", "--caption-tokens", "4", "--num-beams", "1",
         "--price", "cpu-2vcpu=0.5", "--price", "mine=2", "--cache", str(tmp_path), "--json",
     ])
     assert code == 0
     doc = json.loads(capsys.readouterr().out)
     cpu = doc["results"]["cpu"]
     assert cpu["devices"] == {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0}
-    for stage in ("cutout", "caption", "safety_check", "total"):
+    for stage in ("cutout", "image_check", "caption", "safety_check", "total"):
         runs = cpu["stages"][stage]["runs_s"]
         assert len(runs) == 2 and cpu["stages"][stage]["median_s"] == pytest.approx(float(np.median(runs)))
         assert cpu["stages"][stage]["peak_mib"] > 0
-    for i in range(2):  # the total of an image covers its three stages
-        assert cpu["stages"]["total"]["runs_s"][i] >= sum(cpu["stages"][s]["runs_s"][i] for s in ("cutout", "caption", "safety_check"))
-    assert set(cpu["load"]) == {"ben2", "florence2", "llama_guard"}
+    for i in range(2):  # the total of an image covers its four stages
+        assert cpu["stages"]["total"]["runs_s"][i] >= sum(cpu["stages"][s]["runs_s"][i] for s in ("cutout", "image_check", "caption", "safety_check"))
+    assert set(cpu["load"]) == {"ben2", "image_guard", "florence2", "llama_guard"}
     assert cpu["peak_rss_mib"] >= max(cpu["stages"][s]["peak_mib"] for s in cpu["stages"]) * 0.99
     assert cpu["prompt_tokens"] > 10  # the fixed caption and the template's closing part
     costs = {row["price"]: row for row in doc["costs"]}
@@ -65,6 +67,7 @@ def test_table_has_the_published_rows():
     for label, value in (("BEN2 background removal", "10.00"), ("Florence-2 caption", "3.00"), ("Llama safety check", "1.00"), ("Total per image", "14.50"), ("Peak RSS, GiB", "3.00")):
         assert any(line.startswith(f"| {label}") and value in line for line in table.splitlines()), label
     assert "CUDA: not measured — no GPU" in table
+    assert any(line.startswith("| Image guard (NSFW) check") and "-" in line for line in table.splitlines())  # not run: a dash
     assert f"{14.5 * 0.0000233:.6f}" in table and "| rtx3070 (cuda) | 0.0003000 | not measured |" in table
 
 

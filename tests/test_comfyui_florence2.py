@@ -48,7 +48,8 @@ def test_nodes_are_listed(comfyui):
     info = comfyui.object_info()
     assert "CutoutGuardLoadFlorence2" in info and "CutoutGuardCaption" in info, comfyui.log()[-3000:]
     caption = info["CutoutGuardCaption"]
-    assert caption["output"] == ["STRING"] and caption["output_is_list"] == [True] and caption["output_node"] is True
+    assert caption["output"] == ["STRING", "STRING"] and caption["output_is_list"] == [True, True] and caption["output_node"] is True
+    assert caption["output_name"] == ["caption", "report"]  # output 0 stays the caption saved workflows link to
     assert "Florence-2-base" in info["CutoutGuardLoadFlorence2"]["input"]["required"]["model"][0]
 
 

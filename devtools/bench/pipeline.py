@@ -4,7 +4,9 @@ Builds, once, into ``--cache`` (nothing is downloaded): the BEN2-cost ONNX graph
 1024² image, :mod:`.synthetic.ben2_cost`) or the real BEN2 file given with ``--ben2 PATH``;
 Florence-2-base from its published dimensions (:mod:`.synthetic.florence2`); a Llama Guard GGUF of
 the Llama 3.2 1B shape (``--guard 1b``, default) or the Llama 3.1 8B shape (``--guard 8b``),
-quantized to Q4_K_M by llama.cpp (:mod:`.synthetic.llama_guard`).
+quantized to Q4_K_M by llama.cpp (:mod:`.synthetic.llama_guard`); the image guard as ViT-B/16 at 224²,
+the architecture of Falconsai/nsfw_image_detection (:mod:`.synthetic.image_guard`; ``--image-guard
+PATH`` for a real folder, ``--no-image-check`` to leave the stage out).
 
 Each device runs in a fresh process (peak RSS is per process): cold load of each engine (seconds,
 peak RSS while loading), a warm-up image, then ``--runs`` images through the three stages, timing
@@ -59,6 +61,7 @@ PRICES = {  # USD per second
 CHECK_TEXT = "A red apple with a green leaf sitting on a wooden table in front of a grey wall."
 STAGE_LABELS = {
     "cutout": "BEN2 background removal",
+    "image_check": "Image guard (NSFW) check",
     "caption": "Florence-2 caption",
     "safety_check": "Llama safety check",
     "total": "Total per image",
@@ -131,10 +134,12 @@ def bench_image(width: int = 1024, height: int = 768, seed: int = 0) -> np.ndarr
     return np.clip(image + rng.standard_normal(image.shape).astype(np.float32) * 0.01, 0, 1)
 
 
-def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None) -> dict[str, str]:
-    """Paths of the three models, building the missing ones in ``cache``."""
+def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None, image_guard: str | None = "base") -> dict[str, str]:
+    """Paths of the models, building the missing ones in ``cache`` (no image guard when ``image_guard`` is None)."""
     cache.mkdir(parents=True, exist_ok=True)
     paths = {}
+    if image_guard is not None:
+        paths["image_guard"] = str(_image_guard_model(cache, image_guard))
     if ben2:
         paths["ben2"] = str(Path(ben2))
     else:
@@ -178,6 +183,21 @@ def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None) -
     return paths
 
 
+def _image_guard_model(cache: Path, image_guard: str) -> Path:
+    """A given image guard folder, or the synthetic ViT of ``image_guard``'s shape built once in ``cache``."""
+    if Path(image_guard).is_dir():
+        return Path(image_guard)
+    from devtools.synthetic.image_guard import SHAPES, build_image_guard
+
+    if image_guard not in SHAPES:
+        raise SystemExit(f"--image-guard {image_guard}: the synthetic builder has shapes {', '.join(SHAPES)}; give one, or a model folder")
+    target = cache / f"image-guard-{image_guard}"
+    if not (target / "model.safetensors").is_file():
+        log.warning("building the image guard (ViT, %s shape) with random weights in %s", image_guard, target)
+        build_image_guard(target, shape=image_guard)
+    return target
+
+
 def _free_bytes(path: Path) -> int:
     stat = os.statvfs(path)
     return stat.f_bavail * stat.f_frsize
@@ -187,7 +207,7 @@ def _free_bytes(path: Path) -> int:
 
 
 def child_pipeline(config: dict) -> dict:
-    """Load the three engines on ``config['device']`` and time ``runs`` images (runs in a fresh process).
+    """Load the engines on ``config['device']`` and time ``runs`` images (runs in a fresh process).
 
     The pipeline runs as the command line runs it; the ``around`` hook adds a peak-RSS window to
     each load and each stage.
@@ -197,7 +217,7 @@ def child_pipeline(config: dict) -> dict:
     sampler = RssSampler()
     devices = devices_for(config["device"])
     threads = config.get("threads") or None
-    paths = ModelPaths(*(Path(config["paths"][k]) for k in ("ben2", "florence2", "llama_guard")))
+    paths = ModelPaths(**{k: Path(v) for k, v in config["paths"].items()})
     peaks: dict[str, float] = {}
     after_load: dict[str, dict] = {}
 
@@ -232,7 +252,7 @@ def child_pipeline(config: dict) -> dict:
     pipe.close()
     sampler.close()
     stages = {}
-    for stage in STAGE_LABELS:
+    for stage in (s for s in STAGE_LABELS if runs and s in runs[0]):
         seconds = [r[stage][0] for r in runs]
         stages[stage] = {"median_s": statistics.median(seconds), "runs_s": seconds, "peak_mib": max(r[stage][1] for r in runs)}
     return {
@@ -365,7 +385,8 @@ def format_table(doc: dict) -> str:
     columns = [d for d in ("cpu", "cuda") if d in results]
     header = ["Stage"] + [f"{d.upper()} ({_column_note(results[d])}) s" for d in columns]
     lines = []
-    rows = [[label] + [f"{results[d]['stages'][stage]['median_s']:.2f}" for d in columns] for stage, label in STAGE_LABELS.items()]
+    rows = [[label] + [f"{results[d]['stages'][stage]['median_s']:.2f}" if stage in results[d]["stages"] else "-" for d in columns]
+            for stage, label in STAGE_LABELS.items()]
     rows.append(["Peak RSS, GiB"] + [f"{results[d]['peak_rss_mib'] / 1024:.2f}" for d in columns])
     rows.append(["Cold load, s"] + [f"{results[d]['cold_load_s']:.1f}" for d in columns])
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
@@ -377,7 +398,7 @@ def format_table(doc: dict) -> str:
         lines.append(f"{device.upper()}: not measured — {why}")
     lines.append("")
     lines.append("Peak RSS per stage (MiB, models of the other stages loaded): " + "; ".join(
-        f"{d.upper()} " + ", ".join(f"{s} {results[d]['stages'][s]['peak_mib']:.0f}" for s in ("cutout", "caption", "safety_check"))
+        f"{d.upper()} " + ", ".join(f"{s} {v['peak_mib']:.0f}" for s, v in results[d]["stages"].items() if s != "total")
         for d in columns))
     lines.append("Cold load (s / peak MiB while loading): " + "; ".join(
         f"{d.upper()} " + ", ".join(f"{k} {v['seconds']:.1f}/{v['peak_mib']:.0f}" for k, v in results[d]["load"].items()) for d in columns))
@@ -433,6 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guard", default="1b", help="Llama Guard shape: 1b (Llama 3.2 1B) or 8b (Llama 3.1 8B), or a .gguf path (default: %(default)s)")
     parser.add_argument("--florence2", default="base", help="Florence-2 synthetic shape (base) or a model folder (default: %(default)s)")
     parser.add_argument("--ben2", metavar="PATH", help="a real BEN2_Base.onnx instead of the BEN2-cost graph")
+    parser.add_argument("--image-guard", default="base", help="image guard: synthetic shape (base = ViT-B/16 224²) or a model folder (default: %(default)s)")
+    parser.add_argument("--no-image-check", action="store_true", help="leave the image check out, as `cutout-guard run --no-image-check`")
     parser.add_argument("--preset", "--device", dest="preset", choices=("cpu", "cuda", "all"), default="all",
                         help="cpu, cuda, or all (cuda when usable) (default: %(default)s; --device is its old name)")
     parser.add_argument("--runs", type=int, default=5, help="timed images per device, after the warm-up (default: %(default)s)")
@@ -453,7 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     prices = parse_prices(args.price)
-    paths = build_models(Path(args.cache), guard=args.guard, florence2=args.florence2, ben2=args.ben2)
+    paths = build_models(Path(args.cache), guard=args.guard, florence2=args.florence2, ben2=args.ben2,
+                         image_guard=None if args.no_image_check else args.image_guard)
 
     devices = ["cpu", "cuda"] if args.preset == "all" else [args.preset]
     skipped = {}
@@ -475,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": _threads(), "python": platform.python_version()},
         "models": paths,
-        "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": "real file" if args.ben2 else "BEN2-cost graph"},
+        "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": "real file" if args.ben2 else "BEN2-cost graph",
+                       "image_guard": None if args.no_image_check else args.image_guard},
         "settings": {"runs": args.runs, "warmup": args.warmup, "caption_tokens": args.caption_tokens, "num_beams": args.num_beams,
                      "repack": bool(args.with_repack), "trim": not args.no_trim, "check_text": CHECK_TEXT},
         "results": results,
