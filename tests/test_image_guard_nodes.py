@@ -78,9 +78,9 @@ def test_a_cutout_is_judged_on_the_background_it_is_shown_on(red):
     rgba[..., 0] = 1.0  # red everywhere ...
     rgba[:, :8, :8, 3] = 1.0  # ... but only one corner is visible
     assert check(load(), rgba)[0] == [True]  # judged on white: mostly white
-    assert check(load(), rgba, background="#FF0000")[0] == [False]  # judged on red
-    with pytest.raises(BadInput, match="'background' input of Image Check"):
-        check(load(), rgba, background="red")
+    assert check(load(), rgba, color="#FF0000")[0] == [False]  # judged on red
+    with pytest.raises(BadInput, match="'color' input of Image Check"):
+        check(load(), rgba, color="red")
 
 
 def test_empty_batch_is_a_clear_error(red):

@@ -2,8 +2,8 @@
 
 Image Check judges each image of a batch itself (not its caption) with an NSFW image classifier
 (default Falconsai/nsfw_image_detection). Transparent (RGBA) images — a cutout from Remove
-Background — are checked as they are shown: composited on the same background colour the Caption
-node uses (white by default), so the check sees what gets published. It is an output node: it runs
+Background — are checked as they are shown: composited on the same colour the Caption node uses
+(``color``, white by default), so the check sees what gets published. It is an output node: it runs
 even when nothing consumes its outputs, and its reports appear in the UI and the prompt's history.
 """
 
@@ -13,17 +13,16 @@ import logging
 import time
 
 from . import host, tensors
-from ..core import imageops
+from ..core import imageops, vocab
 from ..core.errors import BadInput
-from ..core.models import IMAGE_GUARD
+from ..core.models import get_kind
 from .handle import load_torch_model
 from .runs import run_report
 
 log = logging.getLogger(__name__)
 
 IMAGE_GUARD_TYPE = "CUTOUT_GUARD_IMAGE_GUARD"
-PRECISIONS = ["fp32", "fp16", "bf16"]
-DEVICES = ["default", "cpu", "cuda"]
+KIND = "image_guard"
 
 
 class LoadImageGuard:
@@ -40,29 +39,30 @@ class LoadImageGuard:
 
     @classmethod
     def INPUT_TYPES(cls):
-        default = IMAGE_GUARD.defaults[0]
+        default = get_kind(KIND).defaults[0]
         return {
             "required": {
                 "model": (
-                    host.model_choices(IMAGE_GUARD),
+                    host.model_choices(KIND),
                     {"default": default.name, "tooltip": f"A model folder in models/image_guard. {default.name} downloads from {default.repo_id} when missing."},
                 ),
                 "precision": (
-                    PRECISIONS,
+                    list(vocab.PRECISIONS),
                     {"default": "fp32", "tooltip": "fp32 for the CPU; fp16 on a GPU (half the memory). On the CPU fp16/bf16 run as fp32."},
                 ),
             },
             "optional": {
-                "device": (DEVICES, {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
+                "device": (list(vocab.DEVICES), {"default": "default", "tooltip": "default: ComfyUI's device (the GPU unless ComfyUI runs with --cpu). cpu or cuda to force one."}),
                 "keep_loaded": host.KEEP_LOADED,
+                "threads": host.threads_input("torch's setting, shared with ComfyUI (a number applies to this model's runs only)"),
             },
         }
 
-    def load(self, model, precision, device="default", keep_loaded=True):
+    def load(self, model, precision, device="default", keep_loaded=True, threads=vocab.DEFAULT_THREADS):
         from ..engines.image_guard import ImageGuard
 
-        path = host.model_path(IMAGE_GUARD, model)
-        load = lambda torch_device: ImageGuard.load(path, precision=precision, device=torch_device)  # noqa: E731
+        path = host.model_path(KIND, model)
+        load = lambda torch_device: ImageGuard.load(path, precision=precision, device=torch_device, threads=threads or None)  # noqa: E731
         return (load_torch_model("Image guard", model, precision, device, load, keep_loaded=keep_loaded),)
 
 
@@ -71,7 +71,7 @@ class ImageCheck:
 
     DESCRIPTION = (
         "Judges each image itself with an NSFW image classifier: unsafe when the model's probability of its "
-        "unsafe label reaches the threshold. Transparent images (a cutout) are judged on the background colour."
+        "unsafe label reaches the threshold. Transparent images (a cutout) are judged on the colour behind them (color)."
     )
     CATEGORY = host.CATEGORY
     OUTPUT_NODE = True  # always runs, and shows each verdict in the UI and in the prompt's history
@@ -91,11 +91,11 @@ class ImageCheck:
         return {
             "required": {
                 "image_guard": (IMAGE_GUARD_TYPE, {"tooltip": "From Load Image Guard."}),
-                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'background' first."}),
+                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'color' first."}),
                 "threshold": (
                     "FLOAT",
                     {
-                        "default": 0.5,
+                        "default": vocab.DEFAULT_THRESHOLD,
                         "min": 0.0,
                         "max": 1.0,
                         "step": 0.01,
@@ -105,18 +105,16 @@ class ImageCheck:
                 ),
             },
             "optional": {
-                "background": ("STRING", {"default": "#FFFFFF", "tooltip": "Colour (#RRGGBB) behind transparent pixels of RGBA images, as Caption uses; ignored for RGB images."}),
+                "color": ("STRING", {"default": vocab.DEFAULT_COLOR, "tooltip": "Colour (#RRGGBB) behind transparent pixels of RGBA images, as Caption uses; ignored for RGB images."}),
             },
         }
 
-    def run(self, image_guard, image, threshold, background="#FFFFFF"):
+    def run(self, image_guard, image, threshold, color=vocab.DEFAULT_COLOR):
         count = tensors.batch_size(image)
         try:
-            fill = imageops.parse_color(background)
+            fill = imageops.parse_color(color)
         except BadInput:
-            raise BadInput(
-                f"background {background!r} is not a colour like #FFFFFF — fix the 'background' input of Image Check"
-            ) from None
+            raise BadInput(f"color {color!r} is not a colour like #FFFFFF — fix the 'color' input of Image Check") from None
         model = image_guard.get()
         progress = host.Progress(count)
         safe_out, p_out, reports = [], [], []

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 
 from . import host, tensors
-from ..core import report
+from ..core import report, vocab
 from ..core.errors import BadInput
 from .ben2_nodes import BEN2_TYPE
 from .florence2_nodes import FLORENCE2_TYPE
@@ -28,7 +28,7 @@ from .runs import read_run
 
 log = logging.getLogger(__name__)
 
-STAGES = ("cutout", "image_check", "caption", "safety_check")  # keys of the report's seconds, in run order
+STAGES = vocab.STAGES  # keys of the report's seconds, in run order
 
 
 @dataclass
@@ -162,7 +162,7 @@ class SaveReport:
             "required": {
                 "images": ("IMAGE", {"tooltip": "The cutout (RGBA) or the original images; one PNG each."}),
                 "filename_prefix": ("STRING", {"default": "cutout_guard/report", "tooltip": "File name start in the output folder; may contain a subfolder."}),
-                "unsafe_action": (list(report.UNSAFE_ACTIONS), {"default": "blur", "tooltip": "What an image judged unsafe becomes: keep it, blur it, or withhold it (a fully transparent image; the report still travels)."}),
+                "unsafe_action": (list(vocab.UNSAFE_ACTIONS), {"default": "blur", "tooltip": "What an image judged unsafe becomes: keep it, blur it, or withhold it (a fully transparent image; the report still travels)."}),
             },
             "optional": {
                 "caption": ("STRING", {"forceInput": True, "tooltip": "Captions from Caption (Florence-2), one per image."}),

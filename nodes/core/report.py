@@ -35,11 +35,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from .imageops import box_blur
+from .vocab import UNSAFE_ACTIONS
 
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)  # read_png and upgrade() read both; make_report writes 2
 CHUNK = "cutout_guard"
-UNSAFE_ACTIONS = ("keep", "blur", "withhold")
 CHECKS = ("image", "text")  # the checks a report carries: the image itself, and its caption
 FIELDS = ("schema", "caption", "task", "safe", *CHECKS, "unsafe_action", "models", "devices", "seconds")
 CHECK_FIELDS = ("model", "safe", "p_unsafe", "threshold", "reason")  # text adds categories, image label

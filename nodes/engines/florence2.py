@@ -33,7 +33,7 @@ import numpy as np
 from ..core.errors import BadInput, MissingDependency, ModelCorrupt
 from ..core.models import safetensors_problem
 from ..core.vocab import CAPTION_TASKS, PRECISIONS
-from .torch_device import precision_name, release
+from .torch_device import precision_name, release, torch_threads
 from .torch_device import resolve_device as _resolve_device, resolve_dtype as _resolve_dtype
 
 log = logging.getLogger(__name__)
@@ -302,24 +302,6 @@ class Florence2:
 
 
 STAGES = ("preprocess", "vision_encoder", "text_encoder", "decoding", "postprocess")  # caption(timings=...) keys
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None):
-    """torch's thread count set to ``threads`` inside the block and put back after; None changes nothing."""
-    if threads is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    if before != threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 class _StageClock:

@@ -15,8 +15,8 @@ labels); unsafe when ``p_unsafe >= threshold`` (default 0.5: the unsafe label is
 likely as all the others together). Fail closed: a probability that is not a finite number gives
 an unsafe verdict with the reason.
 
-Precision and device as for Florence-2 (:mod:`.torch_device`): fp16/bf16 run as fp32 on a CPU;
-``cuda`` on a torch without CUDA is a clear error.
+Precision, device and threads as for Florence-2 (:mod:`.torch_device`): fp16/bf16 run as fp32 on a
+CPU; ``cuda`` on a torch without CUDA is a clear error; ``threads`` applies to this model's runs only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 
 from ..core.errors import BadInput, MissingDependency, ModelCorrupt
 from ..core.models import safetensors_problem
-from .torch_device import precision_name, release, resolve_device, resolve_dtype
+from .torch_device import precision_name, release, resolve_device, resolve_dtype, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +183,7 @@ class ImageGuard:
     path: Path
     device: object  # torch.device
     dtype: object  # torch.dtype
+    threads: int | None = None  # torch threads for this model's runs (put back after); None: torch's setting
 
     @classmethod
     def load(
@@ -191,6 +192,7 @@ class ImageGuard:
         *,
         precision: str = "fp32",
         device: str | None = "cpu",
+        threads: int | None = None,
         unsafe_label: str = UNSAFE_LABEL,
     ) -> "ImageGuard":
         torch, transformers = import_transformers()
@@ -202,16 +204,18 @@ class ImageGuard:
         torch_device = resolve_device(torch, device, "Image guard")
         dtype = resolve_dtype(torch, precision, torch_device, "Image guard")
         try:
-            model = transformers.AutoModelForImageClassification.from_pretrained(
-                path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
-            )
+            with torch_threads(threads):
+                model = transformers.AutoModelForImageClassification.from_pretrained(
+                    path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
+                )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelCorrupt(
                 f"image guard {path} could not be loaded ({type(exc).__name__}: {str(exc).strip()[:300]}) — {FETCH_HINT}"
             ) from None
         model = model.to(torch_device).eval()
         log.info("Image guard: %s on %s in %s", path.name, torch_device, precision_name(dtype))
-        return cls(model=model, preprocess=preprocess, labels=labels, unsafe=unsafe, path=path, device=torch_device, dtype=dtype)
+        return cls(model=model, preprocess=preprocess, labels=labels, unsafe=unsafe, path=path, device=torch_device,
+                   dtype=dtype, threads=threads)
 
     @property
     def running_precision(self) -> str:
@@ -228,7 +232,7 @@ class ImageGuard:
         if self.model is None:
             raise RuntimeError("image guard model is closed")
         pixels = torch.from_numpy(self.preprocess(rgb)).unsqueeze(0).to(self.device, self.dtype)
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             logits = self.model(pixel_values=pixels).logits[0]
         return torch.softmax(logits.double(), dim=-1).cpu().numpy()
 

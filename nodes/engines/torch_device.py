@@ -8,6 +8,7 @@ torch is passed in by the caller, which imported it when its model loaded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from ..core.errors import BadInput, DeviceUnavailable
@@ -57,3 +58,21 @@ def release(device) -> None:
         import torch
 
         torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's thread count set to ``threads`` inside the block and put back after; None changes nothing."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -110,9 +110,9 @@ WORKFLOWS: tuple[Workflow, ...] = (
         "the original photo: the cutout is what gets published, so they judge what will be shown (the "
         "background is removed, and transparent pixels are shown to both on white). " + SAVE_NOTE + DEVICE_NOTE,
         (
-            LOAD_IMAGE, LOAD_BEN2, REMOVE, LOAD_IMAGE_GUARD, image_check(Link("remove")), LOAD_FLORENCE,
-            caption(Link("remove")), LOAD_GUARD, SAFETY,
-            save(Link("remove"), captioned=True, cut=True, image_checked=True),
+            # node ids follow this order: nodes added later come last, so saved workflows keep theirs
+            LOAD_IMAGE, LOAD_BEN2, REMOVE, LOAD_FLORENCE, caption(Link("remove")), LOAD_GUARD, SAFETY,
+            save(Link("remove"), captioned=True, cut=True, image_checked=True), LOAD_IMAGE_GUARD, image_check(Link("remove")),
         ),
     ),
     Workflow(
@@ -129,8 +129,8 @@ WORKFLOWS: tuple[Workflow, ...] = (
         "Florence-2 describes it and Llama Guard 3 checks the description. The saved PNG is the original "
         "photo (blurred when unsafe) with the caption and both verdicts inside. " + DEVICE_NOTE,
         (
-            LOAD_IMAGE, LOAD_IMAGE_GUARD, image_check(Link("image")), LOAD_FLORENCE, caption(Link("image")),
-            LOAD_GUARD, SAFETY, save(Link("image"), captioned=True, cut=False, image_checked=True),
+            LOAD_IMAGE, LOAD_FLORENCE, caption(Link("image")), LOAD_GUARD, SAFETY,
+            save(Link("image"), captioned=True, cut=False, image_checked=True), LOAD_IMAGE_GUARD, image_check(Link("image")),
         ),
     ),
     Workflow(
