@@ -42,9 +42,9 @@ from cutout_guard.router import (  # noqa: E402
     EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, Router, load_policy,
 )
 from cutout_guard.router.cli import submit_main  # noqa: E402
-from cutout_guard.router.policy import REPO_ROOT  # noqa: E402
 
-HANDLER = Path(__file__).with_name("runpod_handler.py")
+TESTS = Path(__file__).resolve().parent
+HANDLER = TESTS / "runpod_handler.py"
 KEY = "test-key-123"
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)    # a Wednesday, peak hours
 NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
@@ -60,15 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_simulator(name: str) -> tuple[subprocess.Popen, str]:
+def start_simulator(name: str, cwd: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}  # never the real platform
+    # never the real platform or a real bucket
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
     env["CUTOUT_GUARD_TEST_ENDPOINT"] = name
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(REPO_ROOT / "tests")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(TESTS)]))
     proc = subprocess.Popen(
         [sys.executable, str(HANDLER), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
          "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,  # the worker's disk
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(150):  # up to ~30 s
@@ -197,8 +198,8 @@ class _GatewayHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def servers():
-    started = [start_simulator("cpu"), start_simulator("gpu")]
+def servers(tmp_path_factory):
+    started = [start_simulator(name, tmp_path_factory.mktemp(f"worker-{name}")) for name in ("cpu", "gpu")]
     gateway = Gateway({"cpu-ep": started[0][1], "gpu-ep": started[1][1]})
     thread = threading.Thread(target=gateway.serve_forever, daemon=True)
     thread.start()
@@ -499,8 +500,12 @@ def test_workflow_without_the_uploaded_image_fails_like_comfyui(gateway, tmp_pat
     flow = api_workflow("CPU", "fp32", 0)
     flow["7"] = {"class_type": "LoadImage", "inputs": {"image": "other.png"}}
     path = write_policy(tmp_path, gateway, cpu=flow, cpu_endpoint='image_node = "7"')
-    with pytest.raises(JobFailed, match="Invalid image file"):
+    with pytest.raises(JobFailed, match="Workflow validation failed") as caught:
         router(path).submit(photo(), tier="free", now=NOON)  # node 7 got the name, node 1 kept its own
+    lines = caught.value.errors[0].splitlines()   # worker-comfyui's text, whole
+    assert lines[0] == "Workflow validation failed:"
+    assert lines[1].startswith("• Node 1 (errors): [{") and "'details': 'image - Invalid image file: example.png'" in lines[1]
+    assert lines[2:] == ["• Node 1 (dependent_outputs): ['6']", "• Node 1 (class_type): LoadImage"]
 
 
 @pytest.mark.parametrize(("mode", "message"), [
@@ -518,7 +523,8 @@ def test_malformed_answer(gateway, tmp_path, mode, message):
 def test_worker_warnings_travel_with_the_result(gateway, tmp_path):
     path = write_policy(tmp_path, gateway, cpu=api_workflow("CPU", "fp32", 0, mode="warn"))
     result = router(path).submit(photo(), tier="free", now=NOON)
-    assert result.warnings == ("Node 7 produced unhandled output keys: ['text'].",)
+    assert result.warnings == ("Failed to fetch image data for cpu_cutout_guard_00002_.png from /view endpoint.",)
+    assert result.caption.startswith("a picture")
 
 
 def test_s3_url_output_is_downloaded_without_the_api_key(gateway, tmp_path):
@@ -528,6 +534,26 @@ def test_s3_url_output_is_downloaded_without_the_api_key(gateway, tmp_path):
     assert result.caption.startswith("a picture 24 pixels wide")
     downloads = [auth for method, p, auth in gateway.log if p == "/bucket/job-output.png"]
     assert downloads == [None]
+
+
+def test_s3_url_without_bucket_keys_is_a_malformed_output(gateway, tmp_path, monkeypatch, capsys):
+    """worker-comfyui with BUCKET_ENDPOINT_URL but no keys: the SDK keeps the file on the worker
+    and answers its relative path; that names the worker's bucket settings, not the policy."""
+    path = write_policy(tmp_path, gateway, gpu=api_workflow("CUDA", "fp16", -1, mode="s3_no_keys"))
+    with pytest.raises(MalformedOutput, match=r"s3_url 'simulated_uploaded/\w+\.png', which is not an http\(s\) URL") as caught:
+        router(path).submit(photo(), tier="paid", now=NOON)
+    assert "BUCKET_ACCESS_KEY_ID" in str(caught.value) and "BUCKET_ENDPOINT_URL" in str(caught.value)
+    assert caught.value.endpoint == "gpu" and caught.value.job_id
+    assert gateway.count("POST", "/cpu-ep/run") == 0          # the worker's settings: no fallback either
+    monkeypatch.setenv("RUNPOD_API_KEY", KEY)
+    image = tmp_path / "cat.png"
+    image.write_bytes(photo())
+    code = submit_main([str(image), "--tier", "paid", "--policy", str(path), "--at", NOON.isoformat(),
+                        "--out", str(tmp_path / "cat_cutout.png")])
+    err = capsys.readouterr().err
+    assert code == 6, err
+    assert "BUCKET_SECRET_ACCESS_KEY" in err and "check base_url" not in err
+    assert not (tmp_path / "cat_cutout.png").exists()
 
 
 def test_wrong_api_key_is_named(gateway, tmp_path):
@@ -581,9 +607,6 @@ def test_talks_to_the_simulator_directly(servers, tmp_path):
 
 
 # ----------------------------------------------------------------------------- real workflows
-
-REAL = {name: REPO_ROOT / f"workflows_{name}" / "cutout_caption_safety.api.json" for name in ("cpu", "gpu")}
-
 
 def test_the_repository_workflows_go_to_their_endpoints(gateway, monkeypatch):
     monkeypatch.setenv("RUNPOD_API_KEY", KEY)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cutout_guard.router
 from cutout_guard.core.errors import BadInput
 from cutout_guard.core.report import encode_png, make_report
 from cutout_guard.router import (
@@ -22,11 +23,12 @@ from cutout_guard.router import (
 )
 from cutout_guard.router.client import worker_errors
 from cutout_guard.router.policy import (
-    REPO_ROOT, fallback_for, first_match, is_off_peak, overflow, parse_time, queues_needed,
+    BUILTIN_DIR, fallback_for, first_match, is_off_peak, overflow, parse_time, queues_needed,
 )
 from cutout_guard.router.result import report_image
 from cutout_guard.router.workflow import load_workflow, payload, upload_name, with_image
 
+REPO = Path(__file__).resolve().parent.parent
 WED = datetime(2026, 11, 25, tzinfo=timezone.utc)  # a Wednesday
 
 
@@ -35,7 +37,7 @@ def at(hour: int, minute: int = 0, day: datetime = WED) -> datetime:
 
 
 def policy_with(body: str, tmp_path: Path | None = None):
-    return parse_policy(body, base_dir=tmp_path or REPO_ROOT, source="test.toml")
+    return parse_policy(body, base_dir=tmp_path or REPO, source="test.toml")
 
 
 # ----------------------------------------------------------------------------- the default policy
@@ -48,18 +50,18 @@ def test_default_policy_is_the_documented_one():
     assert policy.default == "cpu" and policy.wait == "run"
     assert policy.base_url == "https://api.runpod.ai/v2" and policy.api_key_env == "RUNPOD_API_KEY"
     assert policy.endpoints["gpu"].max_queue == 10 and policy.endpoints["cpu"].max_queue is None
-    assert policy.endpoints["cpu"].workflow == REPO_ROOT / "workflows_cpu" / "cutout_caption_safety.api.json"
-    assert policy.endpoints["gpu"].workflow == REPO_ROOT / "workflows_gpu" / "cutout_caption_safety.api.json"
+    assert policy.endpoints["cpu"].workflow == BUILTIN_DIR / "workflows_cpu" / "cutout_caption_safety.api.json"
+    assert policy.endpoints["gpu"].workflow == BUILTIN_DIR / "workflows_gpu" / "cutout_caption_safety.api.json"
     assert dict(policy.fallback) == {"gpu": "cpu"}
     assert policy.tiers == {"free", "paid"}
 
 
 def test_readme_policy_example_parses(tmp_path):
-    readme = (REPO_ROOT / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     assert "## Routing between CPU and GPU endpoints" in readme, "the README lost its routing section"
     section = readme.split("## Routing between CPU and GPU endpoints", 1)[1]
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
-    policy = parse_policy(example, base_dir=REPO_ROOT, source="README")
+    policy = parse_policy(example, base_dir=REPO, source="README")
     assert policy.tiers == {"free", "paid", "team"}
     assert policy.endpoints["gpu"].price_per_second == pytest.approx(0.00031)
     assert first_match(policy, Request("team"), at(23)).rule == "night"
@@ -240,7 +242,7 @@ def test_overflow_matrix():
 def test_an_endpoint_table_you_write_has_no_limit_unless_you_set_one():
     policy = policy_with('[endpoints.gpu]\nid_env = "GPU_ID"\n')
     assert policy.endpoints["gpu"].max_queue is None
-    assert policy.endpoints["gpu"].workflow == REPO_ROOT / "workflows_gpu" / "cutout_caption_safety.api.json"
+    assert policy.endpoints["gpu"].workflow == BUILTIN_DIR / "workflows_gpu" / "cutout_caption_safety.api.json"
     assert policy.endpoints["cpu"] == load_policy().endpoints["cpu"]
 
 
@@ -362,8 +364,17 @@ def test_load_workflow_refuses_ui_format(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_the_builtin_workflows_are_the_repositorys(name):
+    """The built-in policy's workflows live in the package (they ship in the wheel) and are the
+    repository's workflow files byte for byte."""
+    path = load_policy().endpoints[name].workflow
+    assert path.is_relative_to(Path(cutout_guard.router.__file__).resolve().parent)
+    assert path.read_bytes() == (REPO / f"workflows_{name}" / "cutout_caption_safety.api.json").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
 def test_repository_workflows_take_one_image(name):
-    path = REPO_ROOT / f"workflows_{name}" / "cutout_caption_safety.api.json"
+    path = REPO / f"workflows_{name}" / "cutout_caption_safety.api.json"
     body = payload(load_workflow(path), png_bytes())
     flow = body["input"]["workflow"]
     loaders = [n for n in flow.values() if n["class_type"] == "LoadImage"]
@@ -411,6 +422,9 @@ def test_report_image_fetches_urls():
         ({"images": [item(b"not a png")]}, "not a readable PNG"),
         ({"images": [item(report_png()), item(report_png(), "b.png")]}, "expected one report image"),
         ({"images": [{"filename": "a.png", "type": "s3_url", "data": "https://x"}]}, "no way to fetch"),
+        ({"images": [{"filename": "a.png", "type": "s3_url", "data": "simulated_uploaded/1f2e3d4c.png"}]},
+         r"not an http\(s\) URL: the worker's bucket upload did not happen .* BUCKET_ACCESS_KEY_ID"),
+        ({"images": [{"filename": "a.png", "type": "s3_url", "data": "file:///tmp/a.png"}]}, "BUCKET_ENDPOINT_URL"),
     ],
 )
 def test_report_image_malformed(output, message):

@@ -26,7 +26,7 @@ def api_files():
 def test_committed_files_match_the_generator():
     stale = [path for path, content in expected_files().items() if not (REPO / path).is_file() or (REPO / path).read_text() != content]
     assert not stale, f"regenerate with `python -m cutout_guard.workflows`: {stale}"
-    committed = {str(p.relative_to(REPO)) for folder in ("workflows_cpu", "workflows_gpu", "example_workflows") for p in (REPO / folder).glob("*.json")}
+    committed = {str(p.relative_to(REPO)) for folder in ("workflows_cpu", "workflows_gpu", "example_workflows", "nodes/router/workflows_cpu", "nodes/router/workflows_gpu") for p in (REPO / folder).glob("*.json")}
     assert committed == set(expected_files()), "a workflow file exists that the generator does not write"
 
 
@@ -134,3 +134,14 @@ def test_which_checks_each_workflow_runs_and_what_save_is_fed():
             check = next(node for node in prompt.values() if node["class_type"] == "CutoutGuardImageCheck")
             source = prompt[check["inputs"]["image"][0]]["class_type"]
             assert source == ("LoadImage" if name == "caption_safety" else "CutoutGuardRemoveBackground")
+
+
+def test_regenerating_writes_into_the_checkout_or_a_folder_given(tmp_path):
+    from cutout_guard.workflows.__main__ import checkout_root, main
+
+    assert checkout_root() == REPO
+    assert main([str(tmp_path)]) == 0
+    written = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.json")}
+    assert written == set(expected_files())
+    assert (tmp_path / "nodes/router/workflows_gpu/cutout_caption_safety.api.json").read_bytes() == (
+        REPO / "workflows_gpu/cutout_caption_safety.api.json").read_bytes()

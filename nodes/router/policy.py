@@ -42,7 +42,9 @@ DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 WAIT_MODES = ("run", "runsync")
 FALLBACK_CAUSES = ("unreachable", "failed", "timeout")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-REPO_ROOT = Path(__file__).resolve().parents[2]  # parent of the package folder
+# The built-in policy's folder: the router package, which ships its workflows as package data
+# (workflows_cpu/, workflows_gpu/ here; written by ``python -m cutout_guard.workflows``).
+BUILTIN_DIR = Path(__file__).resolve().parent
 
 DEFAULT_POLICY = """\
 # Cutout Guard routing policy (the built-in default).
@@ -328,10 +330,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in ``path`` (TOML), or the built-in default when ``path`` is None.
 
     Relative workflow paths resolve against the policy file's folder; those of the built-in
-    default against the repository root.
+    default against ``BUILTIN_DIR`` (the package), so an installed package needs no checkout.
     """
     if path is None:
-        return parse_policy(DEFAULT_POLICY, base_dir=REPO_ROOT, source="built-in default")
+        return parse_policy(DEFAULT_POLICY, base_dir=BUILTIN_DIR, source="built-in default")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -340,8 +342,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     return parse_policy(text, base_dir=path.resolve().parent, source=str(path))
 
 
-def parse_policy(text: str, *, base_dir: str | Path = REPO_ROOT, source: str = "policy") -> Policy:
-    """A routing policy from TOML text; a table or key left out takes the built-in default's."""
+def parse_policy(text: str, *, base_dir: str | Path = ".", source: str = "policy") -> Policy:
+    """A routing policy from TOML text; a table or key left out takes the built-in default's.
+
+    Relative workflow paths resolve against ``base_dir``."""
     data = _toml(text, source)
     defaults = tomllib.loads(DEFAULT_POLICY)
     where = _Where(source)
@@ -382,10 +386,10 @@ def _endpoints(where: "_Where", tables: dict, defaults: dict, base_dir: Path) ->
     for name in ENDPOINTS:
         if name in tables:
             required = {k: defaults[name][k] for k in ("id_env", "timeout_s")}
-            required["workflow"] = str(REPO_ROOT / defaults[name]["workflow"])
+            required["workflow"] = str(BUILTIN_DIR / defaults[name]["workflow"])
             endpoints[name] = _endpoint(where, name, {**required, **tables[name]}, base_dir)
-        else:  # the built-in table's workflows lie beside the package
-            endpoints[name] = _endpoint(where, name, defaults[name], REPO_ROOT)
+        else:  # a table you leave out is the built-in one (its workflow from the package)
+            endpoints[name] = _endpoint(where, name, defaults[name], BUILTIN_DIR)
     return endpoints
 
 

@@ -7,6 +7,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from ..core.report import read_png, upgrade
 from .errors import MalformedOutput
@@ -119,7 +120,8 @@ def report_image(
 ) -> ReportImage:
     """The one report PNG in a worker-comfyui output ``{"images": [{filename, type, data}], "errors"?}``.
 
-    ``type`` is ``base64`` (data = the file) or ``s3_url`` (data = a URL, read with ``fetch``).
+    ``type`` is ``base64`` (data = the file) or ``s3_url`` (data = an http(s) URL, read with ``fetch``;
+    anything else there is the worker's bucket settings at fault, a MalformedOutput that says so).
     Images without a Cutout Guard report are ignored; none or several is MalformedOutput.
     """
 
@@ -148,6 +150,13 @@ def report_image(
             if data is None:
                 raise malformed(f"{filename}: data is not valid base64")
         elif kind == "s3_url":
+            if not _is_http_url(item["data"]):
+                raise malformed(
+                    f"{filename} came back as s3_url {item['data'][:200]!r}, which is not an http(s) URL: the "
+                    "worker's bucket upload did not happen (worker-comfyui with BUCKET_ENDPOINT_URL set but no "
+                    "BUCKET_ACCESS_KEY_ID / BUCKET_SECRET_ACCESS_KEY keeps the file on the worker's own disk) — "
+                    "set both keys in the endpoint's environment, or remove BUCKET_ENDPOINT_URL to get the "
+                    "image back inline (base64)")
             if fetch is None:
                 raise malformed(f"{filename} is an S3 URL and no way to fetch it was given")
             data = fetch(item["data"])
@@ -169,6 +178,11 @@ def report_image(
         raise malformed(f"expected one report image for one input image, got {len(found)}: "
                         + ", ".join(f.filename for f in found))
     return found[0]
+
+
+def _is_http_url(text: str) -> bool:
+    parts = urlsplit(text)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _b64(text: str) -> bytes | None:
