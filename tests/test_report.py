@@ -226,20 +226,22 @@ def test_empty_batch_is_a_clear_error(output_dir):
         SaveReport().save([torch.zeros(0, 8, 8, 3)], ["x"], ["keep"])
 
 
-def _readme_client():
+def _readme_client(tmp_path):
+    """The README's example client (the imports and read_report, not the network calls) as a module."""
     import re
+    import runpy
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def read_report" in b)
-    namespace: dict = {}
-    exec(block.split("# from ComfyUI")[0], namespace)  # the imports and read_report, not the network calls
-    return namespace
+    client = tmp_path / "readme_client.py"
+    client.write_text(block.split("# from ComfyUI")[0])
+    return runpy.run_path(str(client))
 
 
-def test_readme_client_reads_the_report():
+def test_readme_client_reads_the_report(tmp_path):
     """The README's example client (Pillow only) reads what the save node writes, schema 2 and 1."""
-    client = _readme_client()
+    client = _readme_client(tmp_path)
     checks = {"image": report.read_verdict(verdict(True, 0.2, label="normal"), what="t"),
               "text": report.read_verdict(verdict(False, 0.7, ("S1",)), what="t")}
     data = report.make_report(caption="a vase", unsafe_action="blur", **checks)

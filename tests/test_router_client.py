@@ -106,9 +106,9 @@ class Gateway(ThreadingHTTPServer):
 
     def reset(self) -> None:
         with self.lock:
-            self.held.clear(); self.queue.clear(); self.health_faults.clear(); self.status_faults.clear()
-            self.drop_run.clear()
-            self.log.clear(); self.cancelled.clear(); self.held_jobs.clear(); self.bucket.clear()
+            for state in (self.held, self.queue, self.health_faults, self.status_faults, self.drop_run,
+                          self.log, self.cancelled, self.held_jobs, self.bucket):
+                state.clear()
 
     def count(self, method: str, path: str) -> int:
         return sum(1 for m, p, _ in self.log if m == method and p == path)
