@@ -224,6 +224,7 @@ def test_submit_sends_the_packaged_workflow(installed, tmp_path):
 def test_run_on_tiny_models(installed, tmp_path):
     from devtools.synthetic.ben2 import build_ben2
     from devtools.synthetic.florence2 import build_florence2
+    from devtools.synthetic.image_guard import build_image_guard
     from devtools.synthetic.llama_guard import build_llama_guard
     from photo import make_photo
 
@@ -231,12 +232,13 @@ def test_run_on_tiny_models(installed, tmp_path):
     build_ben2(models / "ben2" / "tiny.onnx", size=64)
     build_florence2(models / "florence2" / "tiny")
     build_llama_guard(models / "LLM" / "tiny.gguf")
+    build_image_guard(models / "image_guard" / "tiny")
     photos = tmp_path / "photos"
     photos.mkdir()
     make_photo(photos / "vase.jpg", 64, 48)
     out = tmp_path / "out"
     in_venv(installed, installed["cli"], "run", photos, "--out", out, "--models-dir", models, "--ben2", "tiny.onnx",
-            "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--max-new-tokens", "8", "--offline")
+            "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--image-guard", "tiny", "--max-new-tokens", "8", "--offline")
     (line,) = (out / "results.jsonl").read_text().splitlines()
     result = json.loads(line)
     assert result["file"].endswith("vase.jpg") and result["error"] is None
