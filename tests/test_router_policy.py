@@ -46,7 +46,8 @@ def policy_with(body: str, tmp_path: Path | None = None):
 def test_default_policy_is_the_documented_one():
     policy = load_policy()
     assert [(r.name, r.use) for r in policy.rules] == [
-        ("urgent", "gpu"), ("paid", "gpu"), ("off-peak", "cpu"), ("free", "cpu")]
+        ("batch", "cpu"), ("urgent", "gpu"), ("paid", "gpu"), ("off-peak", "cpu"), ("free", "cpu")]
+    assert policy.rules[0].kind == "batch" and policy.rules[0].max_queue == 20
     assert policy.default == "cpu" and policy.wait == "run"
     assert policy.base_url == "https://api.runpod.ai/v2" and policy.api_key_env == "RUNPOD_API_KEY"
     assert policy.endpoints["gpu"].max_queue == 10 and policy.endpoints["cpu"].max_queue is None
@@ -239,6 +240,45 @@ def test_overflow_matrix():
     assert overflow(both, free, {"cpu": 4, "gpu": 0}).endpoint == "cpu"
 
 
+def test_batch_requests_go_to_cpu_and_overflow_to_gpu_on_the_rules_limit():
+    policy = load_policy()
+    batch = first_match(policy, Request(None, kind="batch"), at(12))
+    assert (batch.endpoint, batch.rule, batch.max_queue) == ("cpu", "batch", 20)
+    assert "batch request" in batch.reason
+    assert queues_needed(policy, batch) == ("cpu", "gpu")              # the rule's limit needs both queues
+    assert overflow(policy, batch, {"cpu": 20, "gpu": 0}).endpoint == "cpu"     # at the limit: stays
+    moved = overflow(policy, batch, {"cpu": 21, "gpu": 3})
+    assert moved.endpoint == "gpu" and moved.reason == "overflow: cpu queue 21 > 20, gpu queue 3 ≤ 10 → gpu"
+    assert overflow(policy, batch, {"cpu": 21, "gpu": 11}).endpoint == "cpu"    # the GPU is full too
+    # the rule's limit applies to batch requests only: an interactive free request never overflows
+    free = first_match(policy, Request("free"), at(12))
+    assert free.max_queue is None and overflow(policy, free, {"cpu": 1000, "gpu": 0}).endpoint == "cpu"
+    # a batch request that names a tier still takes the batch rule first, also at night
+    assert first_match(policy, Request("paid", kind="batch"), at(23)).rule == "batch"
+
+
+def test_request_kind_and_tier_none():
+    policy = policy_with("""
+[[rules]]
+name = "paid"
+when = { tier = "paid" }
+use = "gpu"
+[[rules]]
+name = "interactive"
+when = { kind = "interactive" }
+use = "gpu"
+""")
+    assert first_match(policy, Request(None, kind="batch"), at(12)).rule is None   # no tier matches None
+    assert first_match(policy, Request(None), at(12)).rule == "interactive"
+    with pytest.raises(PolicyError, match="unknown request kind 'bulk'"):
+        first_match(policy, Request("paid", kind="bulk"), at(12))
+
+
+def test_endpoint_workers():
+    policy = policy_with("[endpoints.cpu]\nworkers = 4\n")
+    assert policy.endpoints["cpu"].workers == 4 and policy.endpoints["gpu"].workers is None
+
+
 def test_an_endpoint_table_you_write_has_no_limit_unless_you_set_one():
     policy = policy_with('[endpoints.gpu]\nid_env = "GPU_ID"\n')
     assert policy.endpoints["gpu"].max_queue is None
@@ -273,6 +313,9 @@ def test_fallback_settings():
         ("[off_peak]\nwindows = [{ days = ['someday'] }]\n", "unknown day"),
         ("[off_peak]\ntimezone = 'Mars/Olympus'\n", "not a known time zone"),
         ("[endpoints.gpu]\nmax_queue = -1\n", "max_queue must be a whole number"),
+        ("[endpoints.gpu]\nworkers = 0\n", "workers must be a whole number ≥ 1"),
+        ("[[rules]]\nuse = 'cpu'\nmax_queue = 1.5\n", r"rules\[1\].max_queue must be a whole number ≥ 0"),
+        ("[[rules]]\nuse = 'cpu'\nwhen = { kind = 'bulk' }\n", r"rules\[1\].when.kind must be one of \['interactive', 'batch'\]"),
         ("[endpoints.gpu]\ntimeout_s = 0\n", "timeout_s must be a number ≥ 1"),
         ("[endpoints.tpu]\n", r"unknown key\(s\) \['tpu'\] in \[endpoints\]"),
         ("[fallback]\ngpu = 'gpu'\n", "points at itself"),

@@ -5,9 +5,11 @@ the time and the queue lengths go in, a ``Decision`` (endpoint + reason) comes o
 does the network calls. Order of evaluation:
 
 1. ``rules`` in file order; the first whose ``when`` conditions all hold picks the endpoint
-   (conditions: ``urgent``, ``tier`` (a name or a list), ``off_peak``); no match → ``default``.
-2. Overflow: if the chosen endpoint has ``max_queue`` and its ``/health`` ``jobs.inQueue`` is over
-   it, and the other endpoint's queue is within its own limit (or it has none), use the other.
+   (conditions: ``urgent``, ``tier`` (a name or a list), ``off_peak``, ``kind`` (``interactive``,
+   one image sent by ``submit``, or ``batch``, an image of ``run --endpoint``)); no match → ``default``.
+2. Overflow: if the chosen endpoint has ``max_queue`` (the matching rule's own ``max_queue``
+   when it sets one) and its ``/health`` ``jobs.inQueue`` is over it, and the other endpoint's
+   queue is within its own limit (or it has none), use the other.
 
 The time a decision is made at is an input like the request: ``now`` (``utc_now()``, the wall
 clock, only where a caller leaves it out; ``parse_time`` reads the ``--at`` form).
@@ -15,7 +17,7 @@ clock, only where a caller leaves it out; ``parse_time`` reads the ``--at`` form
 Endpoint ids and the API key come from the environment (``id_env``, ``api_key_env``). What a
 file leaves out comes from ``DEFAULT_POLICY``; an ``[endpoints.*]`` table the file writes replaces
 the built-in one (its optional keys ``max_queue``, ``price_per_second``, ``id``, ``url``,
-``image_node`` are off unless set), and ``rules`` the file writes replace the built-in rules.
+``image_node``, ``workers`` are off unless set), and ``rules`` the file writes replace the built-in rules.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ENDPOINTS = ("cpu", "gpu")
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2"
 WAIT_MODES = ("run", "runsync")
 FALLBACK_CAUSES = ("unreachable", "failed", "timeout")
+REQUEST_KINDS = ("interactive", "batch")  # one image from `submit`; an image of a `run --endpoint` batch
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # The built-in policy's folder: the router package, which ships its workflows as package data
 # (workflows_cpu/, workflows_gpu/ here; written by ``python -m cutout_guard.workflows``).
@@ -59,6 +62,7 @@ workflow = "workflows_cpu/cutout_caption_safety.api.json"
 timeout_s = 600
 # max_queue = 20                        # set to overflow CPU → GPU when the CPU queue is long
 # price_per_second = 0.0                # USD per second of execution, for the cost estimate
+# workers = 3                           # the endpoint's max workers: batch concurrency and `plan`
 
 [endpoints.gpu]
 id_env = "CUTOUT_GUARD_GPU_ENDPOINT_ID"
@@ -74,6 +78,12 @@ windows = ["22:00-07:00"]
 [fallback]
 gpu = "cpu"                             # a failed GPU call is retried once on CPU
 on = ["unreachable", "failed", "timeout"]
+
+[[rules]]
+name = "batch"                          # images of `cutout-guard run --endpoint auto`
+when = { kind = "batch" }
+use = "cpu"
+max_queue = 20                          # over 20 queued CPU jobs → overflow to GPU
 
 [[rules]]
 name = "urgent"
@@ -110,6 +120,7 @@ class Endpoint:
     timeout_s: float = 600.0            # deadline for one job, seconds
     max_queue: int | None = None        # overflow away when jobs.inQueue exceeds this
     price_per_second: float | None = None  # USD per second of execution
+    workers: int | None = None          # the endpoint's max workers (batch concurrency, `plan`)
 
     def endpoint_id(self, env: Mapping[str, str] | None = None) -> str:
         env = os.environ if env is None else env
@@ -152,12 +163,15 @@ class Rule:
     urgent: bool | None = None
     tiers: frozenset[str] | None = None
     off_peak: bool | None = None
+    kind: str | None = None
+    max_queue: int | None = None        # overflow limit for what this rule picks (else the endpoint's)
 
     def matches(self, request: "Request", off_peak_now: bool) -> bool:
         return (
             (self.urgent is None or request.urgent == self.urgent)
             and (self.tiers is None or request.tier in self.tiers)
             and (self.off_peak is None or off_peak_now == self.off_peak)
+            and (self.kind is None or request.kind == self.kind)
         )
 
     def describe(self) -> str:
@@ -168,6 +182,8 @@ class Rule:
             parts.append("tier " + " or ".join(repr(t) for t in sorted(self.tiers)))
         if self.off_peak is not None:
             parts.append("off-peak" if self.off_peak else "peak hours")
+        if self.kind is not None:
+            parts.append(f"{self.kind} request")
         return " and ".join(parts) or "always"
 
 
@@ -198,8 +214,9 @@ class Policy:
 
 @dataclass(frozen=True)
 class Request:
-    tier: str
+    tier: str | None                    # None: no tier (a batch run given none); tier rules never match
     urgent: bool = False
+    kind: str = "interactive"           # one of REQUEST_KINDS
 
 
 @dataclass(frozen=True)
@@ -209,6 +226,7 @@ class Decision:
     rule: str | None = None       # name of the rule that matched, None for the default
     steps: tuple[str, ...] = ()   # every step taken, in order
     at: datetime | None = None    # the time the rules were evaluated at (UTC)
+    max_queue: int | None = None  # the rule's own overflow limit, when it sets one
 
     def then(self, endpoint: str, reason: str) -> "Decision":
         return replace(self, endpoint=endpoint, reason=reason, steps=self.steps + (reason,))
@@ -259,15 +277,22 @@ def first_match(policy: Policy, request: Request, now: datetime) -> Decision:
     for rule in policy.rules:
         if rule.matches(request, off_peak_now):
             reason = f"rule '{rule.name}' ({rule.describe()}) → {rule.use}"
-            return Decision(rule.use, reason, rule.name, (reason,), at)
+            return Decision(rule.use, reason, rule.name, (reason,), at, rule.max_queue)
     reason = f"no rule matched → default {policy.default}"
     return Decision(policy.default, reason, None, (reason,), at)
+
+
+def queue_limit(policy: Policy, decision: Decision) -> int | None:
+    """The chosen endpoint's overflow limit: the rule's ``max_queue``, else the endpoint's."""
+    if decision.max_queue is not None:
+        return decision.max_queue
+    return policy.endpoints[decision.endpoint].max_queue
 
 
 def queues_needed(policy: Policy, decision: Decision) -> tuple[str, ...]:
     """The endpoints whose queue length ``overflow`` needs (none when no limit applies)."""
     chosen = policy.endpoints[decision.endpoint]
-    if chosen.max_queue is None:
+    if queue_limit(policy, decision) is None:
         return ()
     other = policy.endpoints[policy.other(chosen.name)]
     return (chosen.name,) if other.max_queue is None else (chosen.name, other.name)
@@ -279,27 +304,28 @@ def overflow(policy: Policy, decision: Decision, queues: Mapping[str, int | None
     ``queues`` maps endpoint names to ``jobs.inQueue``; ``None`` (unknown) never overflows.
     """
     chosen = policy.endpoints[decision.endpoint]
-    if chosen.max_queue is None:
+    limit = queue_limit(policy, decision)
+    if limit is None:
         return decision
     length = queues.get(chosen.name)
     if length is None:
         return replace(decision, steps=decision.steps + (f"{chosen.name} queue length unknown: no overflow",))
-    if length <= chosen.max_queue:
+    if length <= limit:
         return decision
     other = policy.endpoints[policy.other(chosen.name)]
     other_length = queues.get(other.name)
     if other.max_queue is not None:
         if other_length is None:
             return replace(decision, steps=decision.steps + (
-                f"{chosen.name} queue {length} > {chosen.max_queue} but {other.name} queue length unknown: no overflow",))
+                f"{chosen.name} queue {length} > {limit} but {other.name} queue length unknown: no overflow",))
         if other_length > other.max_queue:
             return replace(decision, steps=decision.steps + (
-                f"{chosen.name} queue {length} > {chosen.max_queue} but {other.name} queue "
+                f"{chosen.name} queue {length} > {limit} but {other.name} queue "
                 f"{other_length} > {other.max_queue} too: no overflow",))
         within = f"{other.name} queue {other_length} ≤ {other.max_queue}"
     else:
         within = f"{other.name} has no queue limit"
-    return decision.then(other.name, f"overflow: {chosen.name} queue {length} > {chosen.max_queue}, {within} → {other.name}")
+    return decision.then(other.name, f"overflow: {chosen.name} queue {length} > {limit}, {within} → {other.name}")
 
 
 def route(policy: Policy, request: Request, *, now: datetime, queues: Mapping[str, int | None]) -> Decision:
@@ -315,8 +341,10 @@ def fallback_for(policy: Policy, endpoint: str, cause: str) -> str | None:
 
 
 def check_request(policy: Policy, request: Request) -> None:
+    if request.kind not in REQUEST_KINDS:
+        raise PolicyError(f"unknown request kind {request.kind!r}: use one of {list(REQUEST_KINDS)}")
     known = policy.tiers
-    if known and request.tier not in known:
+    if known and request.tier is not None and request.tier not in known:
         raise PolicyError(
             f"unknown tier {request.tier!r}: the policy ({policy.source}) knows "
             + ", ".join(repr(t) for t in sorted(known))
@@ -421,13 +449,12 @@ def _fallback(where: "_Where", table: dict) -> tuple[dict[str, str], frozenset[s
 
 def _endpoint(where: "_Where", name: str, entry: dict, base_dir: Path) -> Endpoint:
     where.keys(entry, f"[endpoints.{name}]", {"id", "id_env", "url", "workflow", "image_node", "timeout_s",
-                                              "max_queue", "price_per_second"})
+                                              "max_queue", "price_per_second", "workers"})
     workflow = Path(where.string(entry["workflow"], f"endpoints.{name}.workflow")).expanduser()
     if not workflow.is_absolute():
         workflow = base_dir / workflow
-    max_queue = entry.get("max_queue")
-    if max_queue is not None and (not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 0):
-        raise PolicyError(f"{where.source}: endpoints.{name}.max_queue must be a whole number ≥ 0, got {max_queue!r}")
+    max_queue = where.count(entry.get("max_queue"), f"endpoints.{name}.max_queue", minimum=0)
+    workers = where.count(entry.get("workers"), f"endpoints.{name}.workers", minimum=1)
     price = entry.get("price_per_second")
     if price is not None:
         price = where.number(price, f"endpoints.{name}.price_per_second", minimum=0.0)
@@ -442,6 +469,7 @@ def _endpoint(where: "_Where", name: str, entry: dict, base_dir: Path) -> Endpoi
         timeout_s=timeout,
         max_queue=max_queue,
         price_per_second=price,
+        workers=workers,
     )
 
 
@@ -449,14 +477,14 @@ def _rule(where: "_Where", index: int, entry: Any) -> Rule:
     label = f"rules[{index}]"
     if not isinstance(entry, dict):
         raise PolicyError(f"{where.source}: {label} must be a table ([[rules]])")
-    where.keys(entry, label, {"name", "when", "use"})
+    where.keys(entry, label, {"name", "when", "use", "max_queue"})
     if "use" not in entry:
         raise PolicyError(f"{where.source}: {label} has no 'use' (\"cpu\" or \"gpu\")")
     use = where.choice(entry["use"], f"{label}.use", ENDPOINTS)
     when = entry.get("when", {})
     if not isinstance(when, dict):
         raise PolicyError(f"{where.source}: {label}.when must be a table, e.g. when = {{ tier = \"paid\" }}")
-    where.keys(when, f"{label}.when", {"urgent", "tier", "off_peak"})
+    where.keys(when, f"{label}.when", {"urgent", "tier", "off_peak", "kind"})
     tiers = None
     if "tier" in when:
         raw = when["tier"] if isinstance(when["tier"], list) else [when["tier"]]
@@ -467,6 +495,8 @@ def _rule(where: "_Where", index: int, entry: Any) -> Rule:
         urgent=where.boolean(when["urgent"], f"{label}.when.urgent") if "urgent" in when else None,
         tiers=tiers,
         off_peak=where.boolean(when["off_peak"], f"{label}.when.off_peak") if "off_peak" in when else None,
+        kind=where.choice(when["kind"], f"{label}.when.kind", REQUEST_KINDS) if "kind" in when else None,
+        max_queue=where.count(entry.get("max_queue"), f"{label}.max_queue", minimum=0),
     )
 
 
@@ -534,6 +564,12 @@ class _Where:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
             raise PolicyError(f"{self.source}: {key} must be a number ≥ {minimum:g}, got {value!r}")
         return float(value)
+
+    def count(self, value: Any, key: str, *, minimum: int) -> int | None:
+        """A whole number ≥ ``minimum``, or None when the key is absent."""
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise PolicyError(f"{self.source}: {key} must be a whole number ≥ {minimum}, got {value!r}")
+        return value
 
     def list(self, value: Any, key: str) -> list:
         if not isinstance(value, list):
