@@ -325,6 +325,20 @@ def test_load_done_uses_the_last_line_and_skips_damaged_ones(tmp_path):
     assert cli.load_done(path) == {"a.png"}
 
 
+def test_a_submitted_job_is_not_done(tmp_path):
+    """A job sent to an endpoint and not collected yet: neither done nor a failure to retry."""
+    from cutout_guard.core.results import is_submitted, last_entries
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(
+        json.dumps({"output": "a.png", "status": "submitted", "job": {"id": "j1", "endpoint": "cpu"}}) + "\n"
+        + json.dumps({"output": "b.png", "error": None}) + "\n"
+        + json.dumps({"output": "b.png", "status": "submitted", "job": {"id": "j2", "endpoint": "gpu"}}) + "\n"
+    )
+    assert cli.load_done(path) == set()
+    assert [name for name, entry in last_entries(path).items() if is_submitted(entry)] == ["a.png", "b.png"]
+
+
 def test_download_fetches_into_the_models_folder_and_run_finds_it(hub, models, tmp_path):
     name = "Llama-Guard-3-1B.Q4_K_M.gguf"
     data = (models / "LLM" / "tiny.gguf").read_bytes()

@@ -1,34 +1,15 @@
-"""The router against real servers on loopback.
-
-Two RunPod endpoints are the runpod SDK's own local API server (``--rp_serve_api``) running
-``tests/runpod_handler.py``, which answers in worker-comfyui's format; they start once for this
-module. The SDK's simulator serves ``POST /run``, ``POST /runsync``, ``POST /status/{id}`` and
-``POST /stream/{id}`` at its root and nothing else, while RunPod's API lives under
-``{base}/{endpoint_id}/`` with ``GET /status``. So a minimal gateway here stands in front of them
-and supplies only what the simulator lacks:
-
-- the ``/{endpoint_id}/`` prefix and ``GET /status`` (passed on to the simulator's root routes
-  unchanged — the jobs themselves run in the SDK's server);
-- ``GET /health`` job counts (the queue length a test sets) and ``POST /cancel/{id}``;
-- endpoints whose jobs never finish (a job that outlives the deadline);
-- the API key check, and network faults for the retry tests (a dropped ``/run``, 503 on /health);
-- a bucket for the ``s3_url`` answer (the handler PUTs the PNG, the client GETs it).
+"""The router against real servers on loopback: two RunPod endpoints, each the runpod SDK's own
+local API server running ``tests/runpod_handler.py`` behind a small gateway that supplies RunPod's
+URL layout and what the simulator lacks (see ``tests/runpod_gateway.py``). They start once for
+this module.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -42,178 +23,17 @@ from cutout_guard.router import (  # noqa: E402
     EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, Router, load_policy,
 )
 from cutout_guard.router.cli import submit_main  # noqa: E402
+from runpod_gateway import KEY, Gateway, api_workflow, free_port, photo, serve  # noqa: E402
 
-TESTS = Path(__file__).resolve().parent
-HANDLER = TESTS / "runpod_handler.py"
-KEY = "test-key-123"
 NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)    # a Wednesday, peak hours
 NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
 FAST = {"retries": 2, "backoff_s": 0.02, "poll_interval_s": 0.05, "poll_max_s": 0.2, "request_timeout_s": 10.0}
 
 
-# ----------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_simulator(name: str, cwd: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    # never the real platform or a real bucket
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
-    env["CUTOUT_GUARD_TEST_ENDPOINT"] = name
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(TESTS)]))
-    proc = subprocess.Popen(
-        [sys.executable, str(HANDLER), "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-         "--rp_api_port", str(port), "--rp_log_level", "ERROR"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd,  # the worker's disk
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(150):  # up to ~30 s
-        if proc.poll() is not None:
-            raise RuntimeError(f"the runpod simulator for {name} exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            urllib.request.urlopen(url + "/docs", timeout=1).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the runpod simulator for {name} did not start on port {port}")
-
-
-class Gateway(ThreadingHTTPServer):
-    """RunPod's URL layout in front of the simulators, plus what they lack (see the docstring)."""
-
-    daemon_threads = True
-
-    def __init__(self, simulators: dict[str, str]):
-        super().__init__(("127.0.0.1", 0), _GatewayHandler)
-        self.simulators = simulators          # endpoint id -> simulator root URL
-        self.held: set[str] = set()           # endpoint ids whose jobs never finish
-        self.queue: dict[str, int] = {}       # endpoint id -> jobs.inQueue
-        self.health_faults: dict[str, list[int]] = {}  # endpoint id -> statuses to answer first
-        self.status_faults: dict[str, list[int]] = {}  # likewise for GET /status
-        self.drop_run: set[str] = set()       # endpoint ids whose /run is read, then the connection dropped
-        self.log: list[tuple[str, str, str | None]] = []  # (method, path, Authorization)
-        self.cancelled: list[str] = []
-        self.held_jobs: dict[str, str] = {}   # job id -> status
-        self.bucket: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-
-    def reset(self) -> None:
-        with self.lock:
-            for state in (self.held, self.queue, self.health_faults, self.status_faults, self.drop_run,
-                          self.log, self.cancelled, self.held_jobs, self.bucket):
-                state.clear()
-
-    def count(self, method: str, path: str) -> int:
-        return sum(1 for m, p, _ in self.log if m == method and p == path)
-
-
-class _GatewayHandler(BaseHTTPRequestHandler):
-    server: Gateway
-
-    def log_message(self, *args):  # quiet
-        pass
-
-    def _reply(self, status: int, body: dict | bytes) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "image/png")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def do_PUT(self):  # the bucket: the handler uploads its PNG here
-        self.server.bucket[self.path] = self._body()
-        self._reply(200, {"ok": True})
-
-    def do_GET(self):
-        self._route("GET")
-
-    def do_POST(self):
-        self._route("POST")
-
-    def _route(self, method: str) -> None:
-        gw = self.server
-        path = self.path.split("?")[0]
-        with gw.lock:
-            gw.log.append((method, path, self.headers.get("Authorization")))
-        if path.startswith("/bucket/"):
-            data = gw.bucket.get(self.path)
-            return self._reply(200, data) if data is not None else self._reply(404, {"error": "no such key"})
-        parts = path.strip("/").split("/")
-        eid, op, job = parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else None
-        body = self._body() if method == "POST" else b""
-        if self.headers.get("Authorization") != f"Bearer {KEY}":
-            return self._reply(401, {"error": "Unauthorized"})
-        if eid not in gw.simulators and eid not in gw.held:
-            return self._reply(404, {"error": "endpoint not found"})
-        if (method, op) == ("GET", "health"):
-            faults = gw.health_faults.get(eid)
-            if faults:
-                return self._reply(faults.pop(0), {"error": "try again"})
-            return self._reply(200, {"jobs": {"completed": 0, "failed": 0, "inProgress": 0,
-                                              "inQueue": gw.queue.get(eid, 0), "retried": 0},
-                                     "workers": {"idle": 1, "running": 0}})
-        if (method, op) == ("POST", "cancel") and job:
-            with gw.lock:
-                gw.cancelled.append(job)
-                if job in gw.held_jobs:
-                    gw.held_jobs[job] = "CANCELLED"
-            return self._reply(200, {"id": job, "status": "CANCELLED"})
-        if method == "POST" and op in ("run", "runsync"):
-            if eid in gw.drop_run:  # the request arrived; the answer never leaves
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            if eid in gw.held:
-                job_id = f"held-{len(gw.held_jobs) + 1}"
-                gw.held_jobs[job_id] = "IN_QUEUE"
-                return self._reply(200, {"id": job_id, "status": "IN_QUEUE"})
-            return self._forward(gw.simulators[eid] + "/" + op, body)
-        if method == "GET" and op == "status" and job:
-            faults = gw.status_faults.get(eid)
-            if faults:
-                return self._reply(faults.pop(0), {"error": "try again"})
-            if job in gw.held_jobs:
-                return self._reply(200, {"id": job, "status": gw.held_jobs[job]})
-            return self._forward(gw.simulators[eid] + "/status/" + job, b"")  # the simulator's is POST
-        return self._reply(404, {"error": f"no route {method} {path}"})
-
-    def _forward(self, url: str, body: bytes) -> None:
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                self._reply(response.status, json.loads(response.read()))
-        except urllib.error.HTTPError as exc:
-            self._reply(exc.code, exc.read())
-
-
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    started = [start_simulator(name, tmp_path_factory.mktemp(f"worker-{name}")) for name in ("cpu", "gpu")]
-    gateway = Gateway({"cpu-ep": started[0][1], "gpu-ep": started[1][1]})
-    thread = threading.Thread(target=gateway.serve_forever, daemon=True)
-    thread.start()
-    try:
+def servers():
+    with serve() as gateway:
         yield gateway
-    finally:
-        gateway.shutdown()
-        gateway.server_close()
-        for proc, _ in started:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture
@@ -223,22 +43,6 @@ def gateway(servers):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def api_workflow(provider: str, precision: str, n_gpu_layers: int, mode: str | None = None, **mode_inputs) -> dict:
-    """A small API-format workflow with the pack's node ids and a LoadImage node."""
-    workflow = {
-        "1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
-        "2": {"class_type": "CutoutGuardLoadBEN2", "inputs": {"model": "BEN2_Base.onnx", "provider": provider}},
-        "3": {"class_type": "CutoutGuardRemoveBackground", "inputs": {"ben2": ["2", 0], "image": ["1", 0]}},
-        "4": {"class_type": "CutoutGuardLoadFlorence2", "inputs": {"model": "Florence-2-base", "precision": precision}},
-        "5": {"class_type": "CutoutGuardLoadLlamaGuard", "inputs": {"model": "Llama-Guard-3-8B.gguf",
-                                                                    "n_gpu_layers": n_gpu_layers}},
-        "6": {"class_type": "CutoutGuardSaveReport", "inputs": {"image": ["3", 0], "filename_prefix": "cutout_guard"}},
-    }
-    if mode:
-        workflow["99"] = {"class_type": "CutoutGuardTestMode", "inputs": {"mode": mode, **mode_inputs}}
-    return workflow
 
 
 def write_policy(tmp_path: Path, gateway: Gateway, *, cpu: dict | None = None, gpu: dict | None = None,
@@ -265,15 +69,6 @@ max_queue = 10
     path = tmp_path / "policy.toml"
     path.write_text(text)
     return path
-
-
-def photo(width: int = 24, height: int = 16) -> bytes:
-    """A PNG with a square subject on a flat background."""
-    rgb = np.full((height, width, 3), 40, np.uint8)
-    rgb[4:12, 6:14] = (200, 120, 30)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def router(path: Path, **options) -> Router:
@@ -360,6 +155,29 @@ def test_cost_estimate_uses_the_endpoint_price(gateway, tmp_path):
     # the simulator reports no executionTime, so the estimate falls back to the job's wall time
     assert result.cost_basis == "wall time"
     assert 0 < result.cost_usd <= 0.5 * result.timings.wall_s + 1e-6
+
+
+def test_cost_counts_execution_and_delay_time_when_runpod_reports_them(gateway, tmp_path):
+    gateway.timing["cpu-ep"] = (1500, 4000)  # delayTime, executionTime in ms
+    path = write_policy(tmp_path, gateway, cpu_endpoint="price_per_second = 0.01")
+    result = router(path).submit(photo(), tier="free", now=NOON)
+    assert result.cost_basis == "executionTime + delayTime"
+    assert result.cost_usd == pytest.approx(5.5 * 0.01)
+    assert (result.timings.queue_s, result.timings.execution_s) == (1.5, 4.0)
+
+
+def test_run_refused_with_429_is_sent_again(gateway, tmp_path):
+    gateway.run_faults["cpu-ep"] = [429]   # rate limited: nothing was queued
+    result = router(write_policy(tmp_path, gateway)).submit(photo(), tier="free", now=NOON)
+    assert result.endpoint == "cpu"
+    assert gateway.count("POST", "/cpu-ep/run") == 2 and len(gateway.sent) == 1
+
+
+def test_run_answered_with_503_is_not_sent_again(gateway, tmp_path):
+    gateway.run_faults["cpu-ep"] = [503]   # a job may or may not be queued behind a 5xx
+    with pytest.raises(EndpointUnreachable, match="HTTP 503"):
+        router(write_policy(tmp_path, gateway, extra="[fallback]\n")).submit(photo(), tier="free", now=NOON)
+    assert gateway.count("POST", "/cpu-ep/run") == 1
 
 
 # ----------------------------------------------------------------------------- overflow

@@ -16,7 +16,6 @@ any failed, 2 when the run could not start (bad arguments, no images, a model th
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -30,10 +29,10 @@ import numpy as np
 from ..core import vocab
 from ..core.errors import BadInput, CutoutGuardError, ModelMissing
 from ..core.models import KINDS, get_kind
+from ..core.results import RESULTS, append_result, load_done
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.jsonl"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000×8000; larger files are refused (decompression-bomb guard)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -129,29 +128,6 @@ def _too_large(path: Path, what: str, max_pixels: int) -> str:
         f"{path}: image too large ({what}); the limit is {max_pixels:,} pixels, a guard against "
         "decompression bombs — raise it with --max-pixels if the file is trusted"
     )
-
-
-# ----------------------------------------------------------------------------- results file
-
-
-def load_done(results_path: Path) -> set[str]:
-    """Output names whose last line in ``results.jsonl`` is a success (damaged lines are ignored)."""
-    last: dict[str, bool] = {}
-    if not results_path.is_file():
-        return set()
-    for line in results_path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-            last[entry["output"]] = entry.get("error") is None
-        except (ValueError, KeyError, TypeError):
-            continue
-    return {name for name, ok in last.items() if ok}
-
-
-def append_result(results_path: Path, entry: dict) -> None:
-    with open(results_path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        handle.flush()
 
 
 # ----------------------------------------------------------------------------- models

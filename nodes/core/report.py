@@ -247,9 +247,14 @@ def encode_png(image: np.ndarray, report: dict, *, compress_level: int = 4) -> b
 
 def write(png_path: str | Path, image: np.ndarray, report: dict) -> tuple[Path, Path]:
     """Write ``<stem>.png`` and ``<stem>.json`` atomically; return both paths."""
+    return write_encoded(png_path, encode_png(image, report), report)
+
+
+def write_encoded(png_path: str | Path, png: bytes, report: dict) -> tuple[Path, Path]:
+    """Write an already encoded report PNG (e.g. a worker's) and its ``.json`` atomically."""
     png_path = Path(png_path)
     json_path = png_path.with_suffix(".json")
-    _atomic_write(png_path, encode_png(image, report))
+    _atomic_write(png_path, png)
     _atomic_write(json_path, (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return png_path, json_path
 

@@ -7,7 +7,8 @@ imports without ComfyUI, torch or any HTTP package.
 
 Retries (with exponential backoff and jitter) only where repeating cannot start a second job:
 health checks, status polls and cancels are retried on connection errors, timeouts, 429 and 5xx;
-``/run`` and ``/runsync`` are re-sent only when the connection failed before anything was sent.
+``/run`` and ``/runsync`` are re-sent only when no job can have started: the connection failed
+before anything was sent, or the API refused the request with 429 (rate limited).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from .workflow import load_workflow, payload
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REFUSED = 429  # the API turned the request away: no job was queued, so even a /run may be sent again
 RUNNING = frozenset({"IN_QUEUE", "IN_PROGRESS"})
+WORKER_STATES = ("idle", "running", "initializing")  # /health workers that can take a job now or soon
 MAX_BODY = {"run": 10 * 1024 * 1024, "runsync": 20 * 1024 * 1024}  # RunPod's payload limits
 USER_AGENT = "cutout-guard-router/1"
 
@@ -99,13 +102,20 @@ class EndpointClient:
 
     def queue_length(self) -> int:
         """``jobs.inQueue`` from ``/health``."""
+        return self._health_count("jobs", ("inQueue",))
+
+    def worker_count(self) -> int:
+        """Workers that are up or starting, from ``/health`` (``workers.idle + running + initializing``)."""
+        return self._health_count("workers", WORKER_STATES)
+
+    def _health_count(self, group: str, keys: tuple[str, ...]) -> int:
         answer = self.health()
-        jobs = answer.get("jobs") if isinstance(answer, dict) else None
-        value = jobs.get("inQueue") if isinstance(jobs, dict) else None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise MalformedOutput(f"{self.name} endpoint: /health has no jobs.inQueue count: {answer!r}"[:300],
+        table = answer.get(group) if isinstance(answer, dict) else None
+        values = [table.get(key, 0) for key in keys] if isinstance(table, dict) else [None]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+            raise MalformedOutput(f"{self.name} endpoint: /health has no {group}.{'/'.join(keys)} count: {answer!r}"[:300],
                                   endpoint=self.name)
-        return value
+        return sum(values)
 
     def run(self, body: dict) -> str:
         """``POST /run``: the new job's id."""
@@ -267,7 +277,7 @@ class EndpointClient:
                               "not sent again because a job may already be queued", endpoint=self.name) from None
                 last = f"no answer ({exc!r})"
                 continue
-            if status in RETRY_STATUSES and safe and attempt < self.retries:
+            if status in RETRY_STATUSES and (safe or status == REFUSED) and attempt < self.retries:
                 last = f"HTTP {status}"
                 retry_after = headers.get("Retry-After", "")
                 if retry_after.isdigit():
@@ -410,7 +420,9 @@ class Router:
 
     # ------------------------------------------------------------------ helpers
 
-    def _attempt(self, name: str, data: bytes, wait: str) -> JobState:
+    def body(self, name: str, data: bytes, wait: str = "run") -> dict:
+        """The request body that runs image ``data`` on endpoint ``name`` (its workflow + the image);
+        BadInput when it is not an image ComfyUI loads or is over RunPod's size limit for ``wait``."""
         endpoint = self.policy.endpoints[name]
         if name not in self._workflows:
             self._workflows[name] = load_workflow(endpoint.workflow)
@@ -420,7 +432,11 @@ class Router:
             raise BadInput(f"the request is {size / 2**20:.1f} MiB; RunPod's /{wait} takes at most "
                            f"{MAX_BODY[wait] / 2**20:.0f} MiB — send a smaller image"
                            + (" or use wait = \"runsync\" (20 MiB)" if wait == "run" else ""))
-        return self.client(name).execute(body, timeout_s=endpoint.timeout_s, wait=wait)
+        return body
+
+    def _attempt(self, name: str, data: bytes, wait: str) -> JobState:
+        body = self.body(name, data, wait)
+        return self.client(name).execute(body, timeout_s=self.policy.endpoints[name].timeout_s, wait=wait)
 
     def _result(self, decision: Decision, job: JobState, wall_s: float) -> Result:
         name = decision.endpoint
@@ -431,8 +447,8 @@ class Router:
         price = self.policy.endpoints[name].price_per_second
         cost = basis = None
         if price is not None:
-            basis = "executionTime" if execution_s is not None else "wall time"
-            cost = round((execution_s if execution_s is not None else job.wall_s) * price, 6)
+            billed, basis = billed_seconds(job.state, job.wall_s)
+            cost = round(billed * price, 6)
         return Result(
             png=image.png,
             report=image.report,
@@ -457,7 +473,21 @@ class Router:
 
 
 def _seconds(ms: Any) -> float | None:
-    return None if isinstance(ms, bool) or not isinstance(ms, (int, float)) else ms / 1000.0
+    return None if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms < 0 else ms / 1000.0
+
+
+def billed_seconds(state: Mapping, wall_s: float) -> tuple[float, str]:
+    """The seconds a job is charged for and what they are based on: RunPod's ``executionTime``
+    plus ``delayTime`` (queue and cold start) when the answer carries them, else the wall time
+    measured here. ``delayTime`` also counts waiting for a free worker, which is not billed, so
+    with a long queue this is an upper bound."""
+    execution_s = _seconds(state.get("executionTime"))
+    if execution_s is None:
+        return wall_s, "wall time"
+    delay_s = _seconds(state.get("delayTime"))
+    if delay_s is None:
+        return execution_s, "executionTime"
+    return execution_s + delay_s, "executionTime + delayTime"
 
 
 def submit(image: bytes | str | Path, *, tier: str, urgent: bool = False, policy: str | Path | Policy | None = None,

@@ -38,8 +38,8 @@ class Result:
     job_id: str
     filename: str                       # the image's name in the worker's output
     timings: Timings
-    cost_usd: float | None = None       # execution seconds × the endpoint's price_per_second
-    cost_basis: str | None = None       # "executionTime" or "wall time" (when RunPod gave none)
+    cost_usd: float | None = None       # billed seconds × the endpoint's price_per_second
+    cost_basis: str | None = None       # what the seconds are: see client.billed_seconds
     warnings: tuple[str, ...] = ()      # the worker's non-fatal ``errors``
 
     @property
