@@ -42,10 +42,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 HANDLER = Path(__file__).with_name("runpod_handler.py")
@@ -330,7 +332,26 @@ def serve(names: tuple[str, ...] = ("cpu", "gpu")):
         disks.cleanup()
 
 
+@pytest.fixture(scope="module")
+def servers():
+    """Both endpoints, started once per test module."""
+    with serve() as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def gateway(servers):
+    """The endpoints with the gateway's settings and counts reset for one test."""
+    servers.reset()
+    return servers
+
+
 # ----------------------------------------------------------------------------- test data
+
+NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)    # a Wednesday, peak hours
+NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
+FAST = {"retries": 2, "backoff_s": 0.02, "poll_interval_s": 0.05, "poll_max_s": 0.2, "request_timeout_s": 10.0}
+
 
 
 def api_workflow(provider: str, precision: str, n_gpu_layers: int, mode: str | None = None, **mode_inputs) -> dict:

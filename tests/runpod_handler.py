@@ -19,7 +19,8 @@ another answer: ``unsafe``, ``fail``, ``raise``, ``warn``, ``no_report``, ``bad_
 ``not_images``, ``s3`` (the image PUT to the node's ``url`` input and answered as ``type: s3_url``,
 as with ``BUCKET_ENDPOINT_URL`` and its keys set), ``s3_no_keys`` (``BUCKET_ENDPOINT_URL`` without
 keys: the runpod SDK's ``upload_image`` keeps the file in ``simulated_uploaded/`` on the worker and
-that relative path comes back as the "URL").
+that relative path comes back as the "URL"); its ``by_width`` input (``{"13": "fail"}``) picks a
+mode for the images of one width only.
 ``CUTOUT_GUARD_TEST_ENDPOINT`` (cpu / gpu) prefixes the output file name, so a test can tell
 which server answered.
 """
@@ -82,11 +83,16 @@ def handler(job: dict) -> dict:
     if upload_errors:
         return {"error": "Failed to upload one or more input images", "details": upload_errors}
 
-    mode, url = "ok", None
+    mode, url, by_width = "ok", None, {}
     for node in workflow.values():
         if node.get("class_type") == "CutoutGuardTestMode":
             mode = node["inputs"].get("mode", "ok")
             url = node["inputs"].get("url")
+            by_width = node["inputs"].get("by_width") or {}
+    for node in workflow.values():  # a mode for images of one width: some jobs of a batch differ
+        name = node.get("inputs", {}).get("image") if node.get("class_type") == "LoadImage" else None
+        if name in uploaded:
+            mode = by_width.get(str(Image.open(io.BytesIO(uploaded[name])).width), mode)
     if mode == "raise":
         raise ValueError("the test handler was asked to raise")
     if mode == "fail":

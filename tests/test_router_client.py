@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,24 +22,7 @@ from cutout_guard.router import (  # noqa: E402
     EndpointUnreachable, JobFailed, JobTimeout, MalformedOutput, PolicyError, Router, load_policy,
 )
 from cutout_guard.router.cli import submit_main  # noqa: E402
-from runpod_gateway import KEY, Gateway, api_workflow, free_port, photo, serve  # noqa: E402
-
-NOON = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)    # a Wednesday, peak hours
-NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=timezone.utc)  # inside the default 22:00-07:00 window
-FAST = {"retries": 2, "backoff_s": 0.02, "poll_interval_s": 0.05, "poll_max_s": 0.2, "request_timeout_s": 10.0}
-
-
-@pytest.fixture(scope="module")
-def servers():
-    with serve() as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def gateway(servers):
-    servers.reset()
-    return servers
-
+from runpod_gateway import FAST, KEY, NIGHT, NOON, Gateway, api_workflow, free_port, gateway, photo, servers  # noqa: E402,F401
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -1,9 +1,11 @@
 """The ``cutout-guard`` command line: batch runs without ComfyUI, model downloads, the benchmark.
 
     cutout-guard run INPUT... --out DIR [--preset cpu|cuda] [--no-image-check] [--models-dir DIR | --comfyui DIR]
+    cutout-guard run INPUT... --out DIR --endpoint cpu|gpu|auto [--routing-policy FILE] [--concurrency N]
     cutout-guard download [ben2 florence2 llama_guard image_guard] [--models-dir DIR | --comfyui DIR]
     cutout-guard bench [...]          (see ``cutout-guard bench --help``)
     cutout-guard submit [...]         (send an image to a RunPod endpoint, when installed)
+    cutout-guard plan [...]           (simulate a day of traffic: cost and latency per routing)
 
 ``run`` writes, for every input image, the same PNG + ``.json`` report as the Save Cutout Report
 node (``<out>/<name>.png``, sub-folders mirroring the input folders) and appends one line per
@@ -39,6 +41,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DELEGATED = {
     "bench": "time each stage on models of the real shapes with random weights (see `cutout-guard bench --help`)",
     "submit": "send images to a RunPod endpoint (see `cutout-guard submit --help`)",
+    "plan": "simulate a day of traffic on CPU / GPU endpoints: cost and latency per routing (see `cutout-guard plan --help`)",
 }
 
 
@@ -193,6 +196,10 @@ def run(args) -> int:
     if not items:
         log.error("no images found in %s (looked for %s)", ", ".join(args.inputs), " ".join(IMAGE_SUFFIXES))
         return EXIT_USAGE
+    if args.endpoint:
+        from ..router.batch import run_remote
+
+        return run_remote(args, items)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS
@@ -373,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "caption it (Florence-2) and check the caption (Llama Guard 3).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more (model loading, devices, threads)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,download,bench,submit}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,download,bench,submit,plan}")
 
     p = sub.add_parser("run", help="process image files and folders, writing a report per image and results.jsonl")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and folders (searched recursively)")
@@ -399,6 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=vocab.DEFAULT_THREADS, help="CPU threads, 0 = the CPUs this process may use (default)")
     p.add_argument("--n-ctx", type=int, default=2048, help="Llama Guard context in tokens (default: %(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    remote = p.add_argument_group("on RunPod endpoints (instead of this machine; the endpoint's workflow sets the models and devices)")
+    remote.add_argument("--endpoint", metavar="NAME|auto", help="send every image as a job to this endpoint of the policy (cpu, gpu), or auto: the policy's rules for a batch request")
+    remote.add_argument("--routing-policy", metavar="FILE", help="routing policy TOML, as `cutout-guard submit --policy` takes (default: the built-in policy)")
+    remote.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight at most (default: the endpoints' workers, from the policy or /health)")
+    remote.add_argument("--tier", help="the tier the policy's rules see for these images (default: none)")
     p.set_defaults(handler=run)
 
     d = sub.add_parser("download", help="download the default models (checked against the hub's sha256) into the models folder")
@@ -429,6 +441,10 @@ def _delegate(command: str, argv: list[str]) -> int:
     if command == "bench":
         bench = _devtools_bench()
         return EXIT_USAGE if bench is None else bench.main(argv)
+    if command == "plan":
+        from ..router.plan import plan_main
+
+        return plan_main(argv)
     try:
         from ..router.cli import submit_main
     except ImportError as exc:

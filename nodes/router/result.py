@@ -54,7 +54,7 @@ class Result:
     @property
     def verdict(self) -> str | None:
         """``"safe"``, ``"unsafe"``, or None when no safety check ran."""
-        return None if self.safe is None else ("safe" if self.safe else "unsafe")
+        return verdict_of(self.report)
 
     @property
     def image_check(self) -> dict | None:
@@ -101,6 +101,15 @@ class Result:
             "cost_basis": self.cost_basis,
             "warnings": list(self.warnings),
         }
+
+
+def verdict_of(report: Mapping) -> str | None:
+    """``"safe"`` only for a JSON ``true``; None when the check did not run (``null``); anything
+    else (a string, a number, no ``safe`` field at all) is ``"unsafe"``."""
+    safe = report.get("safe", "missing")
+    if safe is None:
+        return None
+    return "safe" if safe is True else "unsafe"
 
 
 @dataclass(frozen=True)
