@@ -10,10 +10,11 @@ front of them and supplies only what the simulator lacks:
 - the ``/{endpoint_id}/`` prefix and ``GET /status`` (passed on to the simulator's root routes
   unchanged — the jobs themselves run in the SDK's server);
 - RunPod's memory of a finished job (its final status answers again, as RunPod keeps results
-  for a while), a minimum run time per job (``min_run_s``: the status says ``IN_PROGRESS`` until
-  then) and RunPod's ``delayTime`` / ``executionTime`` fields when a test sets them;
-- ``GET /health`` job and worker counts (``workers`` per endpoint; ``inQueue`` is the jobs in
-  flight beyond the workers, or the number a test sets) and ``POST /cancel/{id}``;
+  for a while), workers that take one job at a time (``workers`` per endpoint, each job taking
+  ``min_run_s``: its status says ``IN_QUEUE`` until a worker is free, then ``IN_PROGRESS``) and
+  RunPod's ``delayTime`` / ``executionTime`` fields when a test sets them;
+- ``GET /health`` job and worker counts (``inQueue``: the jobs waiting for a worker, or the
+  number a test sets) and ``POST /cancel/{id}``;
 - counts of what reached it: jobs in flight per endpoint and their maximum, the images sent
   (by content hash), cancels;
 - endpoints whose jobs never finish (a job that outlives the deadline);
@@ -112,7 +113,7 @@ class Gateway(ThreadingHTTPServer):
             self.held: set[str] = set()           # endpoint ids whose jobs never finish
             self.queue: dict[str, int] = {}       # endpoint id -> jobs.inQueue (else: in flight beyond the workers)
             self.workers: dict[str, int] = {}     # endpoint id -> workers (default 1)
-            self.min_run_s: dict[str, float] = {}  # endpoint id -> seconds a job stays IN_PROGRESS at least
+            self.min_run_s: dict[str, float] = {}  # endpoint id -> seconds a job runs on its worker
             self.timing: dict[str, tuple[int, int]] = {}  # endpoint id -> (delayTime, executionTime) in ms
             self.health_faults: dict[str, list[int]] = {}  # endpoint id -> statuses to answer first
             self.status_faults: dict[str, list[int]] = {}  # likewise for GET /status
@@ -122,7 +123,8 @@ class Gateway(ThreadingHTTPServer):
             self.cancelled: list[str] = []
             self.held_jobs: dict[str, str] = {}   # job id -> status
             self.bucket: dict[str, bytes] = {}
-            self.inflight: dict[str, dict[str, float]] = {}  # endpoint id -> {job id: time submitted}
+            self.inflight: dict[str, dict[str, tuple[float, float]]] = {}  # endpoint id -> {job id: (start, end)}
+            self.free_at: dict[str, list[float]] = {}  # endpoint id -> when each worker is free
             self.max_inflight: dict[str, int] = {}  # endpoint id -> most jobs in flight at once
             self.max_total_inflight = 0           # the same over all endpoints together
             self.final: dict[str, dict] = {}      # job id -> its final status answer
@@ -153,8 +155,13 @@ class Gateway(ThreadingHTTPServer):
     # ------------------------------------------------------------------ bookkeeping (lock held)
 
     def _submitted(self, eid: str, job_id: str, sha: str) -> None:
+        now = time.monotonic()
+        free = self.free_at.setdefault(eid, [now] * self.workers.get(eid, 1))
+        worker = min(range(len(free)), key=free.__getitem__)  # jobs wait in order for the first free worker
+        start = max(now, free[worker])
+        free[worker] = start + self.min_run_s.get(eid, 0.0)
         jobs = self.inflight.setdefault(eid, {})
-        jobs[job_id] = time.monotonic()
+        jobs[job_id] = (start, free[worker])
         self.sent.append((eid, sha))
         self.max_inflight[eid] = max(self.max_inflight.get(eid, 0), len(jobs))
         self.max_total_inflight = max(self.max_total_inflight, sum(len(j) for j in self.inflight.values()))
@@ -225,9 +232,11 @@ class _GatewayHandler(BaseHTTPRequestHandler):
             if faults:
                 return self._reply(faults.pop(0), {"error": "try again"})
             workers = gw.workers.get(eid, 1)
-            flying = len(gw.inflight.get(eid, {}))
-            running = min(flying, workers)
-            queued = gw.queue.get(eid, flying - running)
+            now = time.monotonic()
+            jobs = gw.inflight.get(eid, {}).values()
+            waiting = sum(1 for start, _ in jobs if start > now)
+            running = min(len(jobs) - waiting, workers)
+            queued = gw.queue.get(eid, waiting)
         self._reply(200, {"jobs": {"completed": 0, "failed": 0, "inProgress": running, "inQueue": queued, "retried": 0},
                           "workers": {"idle": workers - running, "running": running}})
 
@@ -276,9 +285,10 @@ class _GatewayHandler(BaseHTTPRequestHandler):
                 return self._reply(200, {"id": job, "status": gw.held_jobs[job]})
             if job in gw.final:  # RunPod answers a finished job's status again
                 return self._reply(200, gw.final[job])
-            started = gw.inflight.get(eid, {}).get(job)
-            if started is not None and time.monotonic() - started < gw.min_run_s.get(eid, 0.0):
-                return self._reply(200, {"id": job, "status": "IN_PROGRESS"})
+            times = gw.inflight.get(eid, {}).get(job)
+            now = time.monotonic()
+            if times is not None and now < times[1]:
+                return self._reply(200, {"id": job, "status": "IN_QUEUE" if now < times[0] else "IN_PROGRESS"})
         status, answer = _forward(gw.simulators[eid] + "/status/" + job, b"")  # the simulator's is POST
         if status == 200 and isinstance(answer, dict) and answer.get("status") in FINAL:
             with gw.lock:
@@ -382,7 +392,7 @@ def photo(width: int = 24, height: int = 16, shade: int = 40) -> bytes:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve two local RunPod endpoints (cpu-ep, gpu-ep) behind one gateway.")
     parser.add_argument("--workers", default="cpu=1,gpu=1", help="workers per endpoint, e.g. cpu=2,gpu=2")
-    parser.add_argument("--min-run-s", default="", help="seconds a job stays in progress at least, e.g. cpu=0.3,gpu=0.1")
+    parser.add_argument("--min-run-s", default="", help="seconds a job runs on a worker, e.g. cpu=0.3,gpu=0.1")
     parser.add_argument("--timing", default="", help="delayTime:executionTime in ms per endpoint, e.g. cpu=200:2500")
     args = parser.parse_args(argv)
     with serve() as gateway:

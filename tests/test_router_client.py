@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np

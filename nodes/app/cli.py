@@ -411,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--routing-policy", metavar="FILE", help="routing policy TOML, as `cutout-guard submit --policy` takes (default: the built-in policy)")
     remote.add_argument("--concurrency", type=int, metavar="N", help="jobs in flight at most (default: the endpoints' workers, from the policy or /health)")
     remote.add_argument("--tier", help="the tier the policy's rules see for these images (default: none)")
+    remote.add_argument("--at", metavar="TIME", help="route as if it were this ISO 8601 time (UTC unless it names an offset; default: the clock at each image)")
     p.set_defaults(handler=run)
 
     d = sub.add_parser("download", help="download the default models (checked against the hub's sha256) into the models folder")

@@ -13,7 +13,11 @@ run killed between ``/run`` answering and that line being written — microsecon
 case that sends an image again). ``/run`` is repeated only where no job can have started (the
 connection failed before the request went out, or HTTP 429). On Ctrl-C every job in flight is
 cancelled with ``/cancel`` and recorded as cancelled (the next run sends it again); a job whose
-cancel fails keeps its submitted line, so the next run collects it.
+cancel fails keeps its submitted line, so the next run collects it. On SIGTERM (``kill``) no new
+job is sent, the ``/run`` requests on their way are answered and recorded, and the jobs in
+flight are left running for the next run to collect. Only a run killed outright (SIGKILL, a
+power cut) while a ``/run`` is on its way can leave a job whose id was never recorded — at most
+one per job slot (``concurrency``): the next run sends those images again.
 
 Cost per image: RunPod's ``executionTime + delayTime`` when the answer carries them, else the
 wall time measured here (the line says which), times the endpoint's ``price_per_second``.
@@ -22,13 +26,14 @@ wall time measured here (the line says which), times the endpoint's ``price_per_
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..core.errors import BadInput, CutoutGuardError
 from ..core.report import write_encoded
@@ -43,6 +48,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_TERMINATED = 128 + 15  # as a shell reports a process ended by SIGTERM
 CANCELLED = "cancelled when the run was interrupted — run the same command again to send it again"
 
 
@@ -56,6 +62,10 @@ class Photo(Protocol):
 
 class Stopped(Exception):
     """The run was interrupted: stop polling."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop sending, leave the jobs in flight for the next run."""
 
 
 @dataclass
@@ -116,12 +126,14 @@ class Batch:
     """Runs photos as jobs on the policy's endpoints; ``run`` writes outputs and returns a BatchReport.
 
     ``endpoint`` is an endpoint name of the policy or ``"auto"``; ``tier`` (optional) is the tier
-    the policy's rules see; ``now`` (optional) fixes the time the rules see. Client options
+    the policy's rules see; ``now`` is the time they see (as ``Router``'s ``now``: a datetime, a
+    function returning one, or None for the wall clock at each decision). Client options
     (``retries``, ``poll_interval_s``, ...) pass through to each ``EndpointClient``.
     """
 
     def __init__(self, policy: Policy, out_dir: str | Path, *, endpoint: str = AUTO, concurrency: int | None = None,
-                 tier: str | None = None, now: datetime | None = None, env: Mapping[str, str] | None = None,
+                 tier: str | None = None, now: datetime | Callable[[], datetime] | None = None,
+                 env: Mapping[str, str] | None = None,
                  api_key: str | None = None, **client_options: Any):
         if endpoint != AUTO and endpoint not in policy.endpoints:
             raise PolicyError(f"--endpoint {endpoint!r}: the policy has the endpoints {', '.join(ENDPOINTS)}, or use 'auto'")
@@ -132,14 +144,14 @@ class Batch:
         self.results = self.out_dir / RESULTS
         self.endpoint = endpoint
         self.tier = tier
-        self.now = now
         self._options = client_options
         self._stop = threading.Event()
-        self.router = Router(policy, env=env, api_key=api_key, sleep=self._pause, **client_options)
+        self.router = Router(policy, env=env, api_key=api_key, now=now, sleep=self._pause, **client_options)
         self._key = self.router._key()  # a missing API key is an error before anything is sent
         self.concurrency = concurrency
         self._lock = threading.Lock()
         self._inflight: dict[str, tuple[Photo, dict]] = {}  # job id -> (photo, job record)
+        self._cancel_on_stop = False                        # Ctrl-C cancels; SIGTERM leaves jobs running
         self._clients: dict[str, EndpointClient] = {}       # url -> client, for jobs of an earlier run
         self._report = BatchReport()
 
@@ -182,6 +194,11 @@ class Batch:
             self.interrupt()
             executor.shutdown(wait=True, cancel_futures=True)
             raise
+        except Terminated:
+            self._report.interrupted = True
+            self.stop()
+            executor.shutdown(wait=True, cancel_futures=True)
+            raise
         finally:
             bar.close()
             executor.shutdown(wait=True)
@@ -190,10 +207,20 @@ class Batch:
     def interrupt(self) -> None:
         """Stop polling, and cancel every job in flight (recorded so that the next run sends it again)."""
         with self._lock:
+            self._cancel_on_stop = True
             self._stop.set()
             claimed, self._inflight = self._inflight, {}
         for job_id, (photo, job) in claimed.items():
             self._cancel(photo, job)
+
+    def stop(self) -> None:
+        """Send nothing more and stop polling; jobs in flight keep running (their ids are recorded)."""
+        with self._lock:
+            self._stop.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
 
     def default_concurrency(self) -> int:
         """The workers of the endpoints this run may use: the policy's ``workers``, else ``/health``'s count."""
@@ -260,7 +287,7 @@ class Batch:
         except OSError as exc:
             raise BadInput(f"{photo.label}: cannot read the file ({exc.strerror or exc})") from None
         if self.endpoint == AUTO:
-            decision = self.router.decide(Request(tier=self.tier, kind="batch"), now=self.now)
+            decision = self.router.decide(Request(tier=self.tier, kind="batch"))
             name, reason = decision.endpoint, decision.reason
         else:
             name, reason = self.endpoint, "--endpoint " + self.endpoint
@@ -274,12 +301,13 @@ class Batch:
         job_id = client.run(body)
         job = {"id": job_id, "endpoint": name, "url": client.url, "reason": reason, "submitted_at": round(time.time(), 3)}
         with self._lock:
-            stopping = self._stop.is_set()
+            stopping, cancel = self._stop.is_set(), self._cancel_on_stop
             if not stopping:
                 self._inflight[job_id] = (photo, job)
         append_result(self.results, {"file": photo.label, "output": photo.output, "status": SUBMITTED, "job": job})
-        if stopping:  # interrupted while /run was on its way: the sweep missed this job
-            self._cancel(photo, job)
+        if stopping:  # stopped while /run was on its way: the Ctrl-C sweep missed this job
+            if cancel:
+                self._cancel(photo, job)
             raise Stopped()
         return client, job
 
@@ -386,15 +414,28 @@ def _bar(total: int, enabled: bool):
 def run_remote(args, photos: Sequence[Photo]) -> int:
     """``cutout-guard run ... --endpoint NAME|auto``: the exit status (0 all done, 1 some failed,
     2 could not start; Ctrl-C raises KeyboardInterrupt after cancelling the jobs in flight)."""
-    from .policy import load_policy
+    from .policy import load_policy, parse_time
 
     try:
         policy = load_policy(args.routing_policy)
-        batch = Batch(policy, args.out, endpoint=args.endpoint, concurrency=args.concurrency, tier=args.tier)
+        batch = Batch(policy, args.out, endpoint=args.endpoint, concurrency=args.concurrency, tier=args.tier,
+                      now=parse_time(args.at) if args.at else None)
     except RouterError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    report = batch.run(photos)
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        report = batch.run(photos)
+    except Terminated:
+        log.error("stopped by SIGTERM: %d jobs in flight keep running — run the same command again to collect "
+                  "them (their ids are in %s)", batch.in_flight, batch.results)
+        return EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{report.done} done, {report.failed} failed, {report.skipped} skipped (done before), "
           f"{report.resumed} collected from an earlier run — reports in {args.out}, one line per image in "
           f"{batch.results}")
