@@ -23,7 +23,7 @@ front of them and supplies only what the simulator lacks:
 - a bucket for the ``s3_url`` answer (the handler PUTs the PNG, the client GETs it).
 
 ``python tests/runpod_gateway.py --workers cpu=2,gpu=2`` serves two endpoints (``cpu-ep``,
-``gpu-ep``) until interrupted, printing the gateway's URL; ``GET /_stats`` shows the counts.
+``gpu-ep``) until interrupted (Ctrl-C or SIGTERM), printing the gateway's URL; ``GET /_stats`` shows the counts.
 Only loopback addresses are used.
 """
 
@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -395,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-run-s", default="", help="seconds a job runs on a worker, e.g. cpu=0.3,gpu=0.1")
     parser.add_argument("--timing", default="", help="delayTime:executionTime in ms per endpoint, e.g. cpu=200:2500")
     args = parser.parse_args(argv)
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # `kill` stops the simulators too
     with serve() as gateway:
         for item in filter(None, args.workers.split(",")):
             name, value = item.split("=")
