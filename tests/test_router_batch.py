@@ -103,8 +103,10 @@ def test_remote_run_writes_what_the_local_run_writes(gateway, tmp_path, monkeypa
         report = read_png(out / item.output)
         assert report == json.loads((out / item.output).with_suffix(".json").read_text())
         assert entry["error"] is None and entry["file"] == item.label
+        # the local run's fields (tests/test_cli.py reads them), plus where the job ran
+        assert set(entry) == {"file", "output", "caption", "verdict", "image", "text", "seconds", "error", "job"}
         assert entry["caption"] == report["caption"] == "a picture 24 pixels wide and 16 high"
-        assert entry["verdict"] == "safe" and entry["p_unsafe"] == report["p_unsafe"]
+        assert entry["verdict"] == "safe" and entry["text"] == report["text"] and entry["image"] == report["image"]
         assert entry["seconds"] == report["seconds"]
         assert entry["job"]["endpoint"] == "cpu" and entry["job"]["reason"] == "--endpoint cpu"
         assert entry["job"]["cost_basis"] == "wall time"           # the simulator reports no timings

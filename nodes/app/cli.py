@@ -31,7 +31,7 @@ import numpy as np
 from ..core import vocab
 from ..core.errors import BadInput, CutoutGuardError, ModelMissing
 from ..core.models import KINDS, get_kind
-from ..core.results import RESULTS, append_result, load_done
+from ..core.results import RESULTS, append_result, load_done, new_entry
 
 log = logging.getLogger(__name__)
 
@@ -258,16 +258,7 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
 
     ``options``: the ``*_options`` keywords of ``Pipeline.process``.
     """
-    entry: dict = {
-        "file": item.label,
-        "output": item.output,
-        "caption": None,
-        "verdict": None,
-        "image": None,
-        "text": None,
-        "seconds": None,
-        "error": None,
-    }
+    entry = new_entry(item.label, item.output)
     start = time.perf_counter()
     try:
         rgb = read_image(item.source, max_pixels=args.max_pixels)

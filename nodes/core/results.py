@@ -17,6 +17,17 @@ RESULTS = "results.jsonl"
 SUBMITTED = "submitted"
 
 
+def new_entry(file: str, output: str, **fields) -> dict:
+    """A finished image's line with every field a reader may expect (``null`` where nothing is
+    known yet), the same for the local run and the run on endpoints: ``file``, ``output``,
+    ``caption``, ``verdict`` ("safe" / "unsafe"), the report's ``image`` and ``text`` checks,
+    per-stage ``seconds`` and ``error``; ``fields`` set some of them or add more (``job``)."""
+    entry = {"file": file, "output": output, "caption": None, "verdict": None, "image": None, "text": None,
+             "seconds": None, "error": None}
+    entry.update(fields)
+    return entry
+
+
 def last_entries(results_path: Path) -> dict[str, dict]:
     """The last readable line for each ``output`` in ``results_path`` (empty when it does not exist)."""
     last: dict[str, dict] = {}

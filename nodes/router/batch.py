@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from ..core.errors import BadInput, CutoutGuardError
 from ..core.report import write_encoded
-from ..core.results import RESULTS, SUBMITTED, append_result, is_done, is_submitted, last_entries
+from ..core.results import RESULTS, SUBMITTED, append_result, is_done, is_submitted, last_entries, new_entry
 from .client import EndpointClient, Router, billed_seconds, _seconds
 from .errors import EndpointUnreachable, MalformedOutput, PolicyError, RouterError
 from .policy import ENDPOINTS, Policy, Request
@@ -314,26 +314,19 @@ class Batch:
     def _success(self, photo: Photo, job: dict, state: Mapping, report: dict, wall_s: float) -> dict:
         billed, basis = billed_seconds(state, wall_s)
         price = self.policy.endpoints[job["endpoint"]].price_per_second
-        return {
-            "file": photo.label,
-            "output": photo.output,
-            "caption": report.get("caption"),
-            "verdict": verdict_of(report),
-            "categories": report.get("categories"),
-            "p_unsafe": report.get("p_unsafe"),
-            "seconds": report.get("seconds"),
-            "error": None,
-            "job": {**_job_fields(job), "wall_s": round(wall_s, 3), "delay_s": _seconds(state.get("delayTime")),
-                    "execution_s": _seconds(state.get("executionTime")), "billed_s": round(billed, 3),
-                    "cost_basis": basis, "cost_usd": None if price is None else round(billed * price, 6)},
-        }
+        return new_entry(
+            photo.label, photo.output, caption=report.get("caption"), verdict=verdict_of(report),
+            image=report.get("image"), text=report.get("text"), seconds=report.get("seconds"),
+            job={**_job_fields(job), "wall_s": round(wall_s, 3), "delay_s": _seconds(state.get("delayTime")),
+                 "execution_s": _seconds(state.get("executionTime")), "billed_s": round(billed, 3),
+                 "cost_basis": basis, "cost_usd": None if price is None else round(billed * price, 6)},
+        )
 
     def _failure(self, photo: Photo, job: dict | None, error: str) -> None:
         if job is not None and not self._claim(job["id"]):
             return  # the interrupt sweep owns this job now
         log.warning("%s: %s", photo.label, error)
-        entry = {"file": photo.label, "output": photo.output, "caption": None, "verdict": None, "categories": None,
-                 "p_unsafe": None, "seconds": None, "error": error, "job": None if job is None else _job_fields(job)}
+        entry = new_entry(photo.label, photo.output, error=error, job=None if job is None else _job_fields(job))
         self._record(entry, job, ok=False)
 
     def _record(self, entry: dict, job: dict | None, *, ok: bool) -> None:
@@ -367,9 +360,7 @@ class Batch:
                         job["endpoint"], job["id"], exc, self.results)
             return
         log.info("cancelled %s job %s (%s)", job["endpoint"], job["id"], photo.label)
-        append_result(self.results, {"file": photo.label, "output": photo.output, "caption": None, "verdict": None,
-                                     "categories": None, "p_unsafe": None, "seconds": None, "error": CANCELLED,
-                                     "job": _job_fields(job)})
+        append_result(self.results, new_entry(photo.label, photo.output, error=CANCELLED, job=_job_fields(job)))
 
     def _client_for(self, job: dict) -> EndpointClient:
         name = job.get("endpoint")

@@ -104,12 +104,10 @@ class Result:
 
 
 def verdict_of(report: Mapping) -> str | None:
-    """``"safe"`` only for a JSON ``true``; None when the check did not run (``null``); anything
-    else (a string, a number, no ``safe`` field at all) is ``"unsafe"``."""
-    safe = report.get("safe", "missing")
-    if safe is None:
-        return None
-    return "safe" if safe is True else "unsafe"
+    """``"safe"``, ``"unsafe"``, or None when no safety check ran, for a report as ``report_image``
+    returns it (its ``safe`` re-derived from the checks: only JSON true backed by every check)."""
+    safe = report.get("safe")
+    return None if safe is None else ("safe" if safe is True else "unsafe")
 
 
 @dataclass(frozen=True)
