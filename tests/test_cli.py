@@ -4,6 +4,7 @@ resuming, exit codes, the device presets and ``download`` against a local hub.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -16,6 +17,8 @@ from PIL import Image
 from cutout_guard.app import cli
 
 from cutout_guard.core import report
+from cutout_guard.core.errors import BadInput
+from cutout_guard.core.imagefile import read_image
 from cutout_guard.engines.ben2 import Ben2
 from cutout_guard.engines.florence2 import Florence2
 from cutout_guard.engines.image_guard import ImageGuard
@@ -231,15 +234,14 @@ def test_image_over_the_pixel_limit_is_a_recorded_error(models, tmp_path):
     assert "too large" in lines["big.png"]["error"] and "1,000,000" in lines["big.png"]["error"]
 
 
-def test_read_image_turns_pillow_bomb_check_into_bad_input(tmp_path):
-    """Above twice the limit Pillow raises DecompressionBombError at open, before our own check."""
+def test_read_image_names_only_the_packs_limit_whatever_pillows_is(tmp_path):
+    """Above twice the limit Pillow raised its own DecompressionBombError at open, with its own numbers."""
     path = tmp_path / "bomb.png"
     Image.new("1", (3000, 3000)).save(path)
-    with pytest.raises(cli.BadInput, match="too large"):
-        cli.read_image(path, max_pixels=1_000_000)
-    with pytest.raises(cli.BadInput, match="too large"):
-        cli.read_image(path, max_pixels=4_000_000)  # between the limit and twice it: Pillow's warning
-    assert cli.read_image(path, max_pixels=9_000_000).shape == (3000, 3000, 3)
+    for limit in (1_000_000, 4_000_000):
+        with pytest.raises(BadInput, match=f"too large.*the limit is {limit:,} pixels \\(--max-pixels\\)"):
+            read_image(path, max_pixels=limit)
+    assert read_image(path, max_pixels=9_000_000).shape == (3000, 3000, 3)
     assert Image.MAX_IMAGE_PIXELS not in (1_000_000, 4_000_000, 9_000_000)  # restored
 
 
@@ -399,3 +401,17 @@ def test_submit_and_bench_are_handed_their_arguments(monkeypatch):
     assert cli.main(["submit", "x.jpg", "--tier", "free"]) == 7
     assert cli.main(["-v", "bench", "--guard", "8b"]) == 0
     assert seen == [("submit", ["x.jpg", "--tier", "free"]), ("bench", ["--guard", "8b"])]
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_with_replacements(models, tmp_path):
+    """Regression: a name decoding to a lone surrogate ended the run with UnicodeEncodeError in results.jsonl."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")  # "caf\udce9.png"
+    photo(1).save(folder / name)
+    out = tmp_path / "out"
+    assert run(models, folder, "--out", out) == 0
+    (line,) = results(out)
+    assert line["error"] is None and line["file"].endswith("caf\ufffd.png")
+    assert line["replaced_text"] == {"file": ["U+DCE9"], "output": ["U+DCE9"]}
+    assert report.read_png(out / name)["caption"] == line["caption"]

@@ -104,7 +104,7 @@ def test_remote_run_writes_what_the_local_run_writes(gateway, tmp_path, monkeypa
         assert report == json.loads((out / item.output).with_suffix(".json").read_text())
         assert entry["error"] is None and entry["file"] == item.label
         # the local run's fields (tests/test_cli.py reads them), plus where the job ran
-        assert set(entry) == {"file", "output", "caption", "verdict", "image", "text", "seconds", "error", "job"}
+        assert set(entry) == {"file", "output", "caption", "verdict", "image", "text", "seconds", "error", "replaced_text", "job"}
         assert entry["caption"] == report["caption"] == "a picture 24 pixels wide and 16 high"
         assert entry["verdict"] == "safe" and entry["text"] == report["text"] and entry["image"] == report["image"]
         assert entry["seconds"] == report["seconds"]

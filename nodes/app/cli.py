@@ -22,21 +22,18 @@ import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..core import vocab
-from ..core.errors import BadInput, CutoutGuardError, ModelMissing
+from ..core.errors import CutoutGuardError, ModelMissing
+from ..core.imagefile import DEFAULT_MAX_PIXELS, read_image
 from ..core.models import KINDS, get_kind
 from ..core.results import RESULTS, append_result, load_done, new_entry
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-DEFAULT_MAX_PIXELS = 64_000_000  # ~ 8000×8000; larger files are refused (decompression-bomb guard)
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DELEGATED = {
     "bench": "time each stage on models of the real shapes with random weights (see `cutout-guard bench --help`)",
@@ -97,40 +94,6 @@ def collect_inputs(inputs: list[str], out_dir: Path) -> tuple[list[Item], list[s
     return items, problems
 
 
-def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """An image file as ``H×W×3`` float32 RGB in 0..1 (EXIF rotation applied, alpha dropped); BadInput if unreadable."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL warns above this and refuses at twice it
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise BadInput(_too_large(path, f"{width}×{height} = {width * height:,} pixels", max_pixels))
-                image.load()
-                image = ImageOps.exif_transpose(image)
-                rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInput(_too_large(path, str(exc).split(",")[0], max_pixels)) from None
-    except UnidentifiedImageError:
-        raise BadInput(f"{path}: not an image file (or a format Pillow cannot read)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadInput(f"{path}: damaged image file ({type(exc).__name__}: {exc})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
-    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
-        raise BadInput(f"{path}: empty image")
-    return rgb
-
-
-def _too_large(path: Path, what: str, max_pixels: int) -> str:
-    return (
-        f"{path}: image too large ({what}); the limit is {max_pixels:,} pixels, a guard against "
-        "decompression bombs — raise it with --max-pixels if the file is trusted"
-    )
 
 
 # ----------------------------------------------------------------------------- models
@@ -282,6 +245,7 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
             image=record["image"],
             text=record["text"],
             seconds=record["seconds"],
+            replaced_text=record.get("replaced_text"),
         )
     if entry["error"] is not None:
         entry["seconds"] = {"total": round(time.perf_counter() - start, 4)}
@@ -396,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe-action", choices=vocab.UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")
     p.add_argument("--threads", type=int, default=vocab.DEFAULT_THREADS, help="CPU threads, 0 = the CPUs this process may use (default)")
     p.add_argument("--n-ctx", type=int, default=2048, help="Llama Guard context in tokens (default: %(default)s)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (default: %(default)s)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images with more pixels, checked before decoding; the default fits a 4 GB worker (default: %(default)s)")
     remote = p.add_argument_group("on RunPod endpoints (instead of this machine; the endpoint's workflow sets the models and devices)")
     remote.add_argument("--endpoint", metavar="NAME|auto", help="send every image as a job to this endpoint of the policy (cpu, gpu), or auto: the policy's rules for a batch request")
     remote.add_argument("--routing-policy", metavar="FILE", help="routing policy TOML, as `cutout-guard submit --policy` takes (default: the built-in policy)")

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 BEN2_TYPE = "CUTOUT_GUARD_BEN2"
 KIND = "ben2"
+IMAGE_INPUT = "Remove Background (BEN2): input 'image'"
 
 
 class LoadBEN2:
@@ -78,7 +79,7 @@ class RemoveBackground:
         return {
             "required": {
                 "ben2": (BEN2_TYPE, {"tooltip": "From Load BEN2."}),
-                "image": ("IMAGE", {"tooltip": "Any size and batch; RGBA inputs use their colour channels."}),
+                "image": ("IMAGE", {"tooltip": "Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each (24 M by default); RGBA inputs use their colour channels. NaN or infinite pixels are an error (never replaced)."}),
                 "background": (list(vocab.BACKGROUNDS), {"default": "transparent", "tooltip": "transparent: RGBA output. color: composite on 'color'."}),
                 "color": ("STRING", {"default": vocab.DEFAULT_COLOR, "tooltip": "Background colour as #RRGGBB, used when background is 'color'."}),
                 "refine_foreground": ("BOOLEAN", {"default": False, "tooltip": "Remove the old background's colour from soft edges (hair, fur). Slower."}),
@@ -87,7 +88,7 @@ class RemoveBackground:
         }
 
     def run(self, ben2, image, background, color, refine_foreground, mask_values):
-        count = tensors.batch_size(image)
+        count = tensors.batch_size(image, IMAGE_INPUT)
         fill = imageops.parse_color(color) if background == "color" else None
         model = ben2.get()
         progress = host.Progress(count)

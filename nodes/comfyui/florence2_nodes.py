@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FLORENCE2_TYPE = "CUTOUT_GUARD_FLORENCE2"
 KIND = "florence2"
+IMAGE_INPUT = "Caption (Florence-2): input 'image'"
 
 
 class LoadFlorence2:
@@ -94,7 +95,7 @@ class Caption:
         return {
             "required": {
                 "florence2": (FLORENCE2_TYPE, {"tooltip": "From Load Florence-2."}),
-                "image": ("IMAGE", {"tooltip": "Any size and batch. RGBA images are composited on 'color' first."}),
+                "image": ("IMAGE", {"tooltip": "Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each (24 M by default). RGBA images are composited on 'color' first. NaN or infinite pixels are an error (never replaced)."}),
                 "task": (list(vocab.CAPTION_TASKS), {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
                 "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 1023, "tooltip": "Longest caption in tokens (1-1023, what Florence-2's decoder can place); a caption that reaches it is cut off."}),
                 "num_beams": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Beam search width (1 = greedy, fastest). Decoding is deterministic: the same image gives the same caption."}),
@@ -107,7 +108,7 @@ class Caption:
         }
 
     def run(self, florence2, image, task, max_new_tokens, num_beams, color=None, background=None):
-        count = tensors.batch_size(image)
+        count = tensors.batch_size(image, IMAGE_INPUT)
         fill = imageops.parse_color(host.renamed(color, background, "Caption (Florence-2)", "background", "color", vocab.DEFAULT_COLOR))
         model = florence2.get()
         progress = host.Progress(count)

@@ -41,12 +41,15 @@ class PerImage:
     runs: dict[str, dict] = field(default_factory=dict)  # stage -> that node's run data
 
 
+IMAGES_INPUT = "Save Cutout Report: input 'images'"
+
+
 def _frames(images) -> list:
-    """Every image of every batch in the list, as ``H×W×C`` float arrays (alpha kept)."""
+    """Every image of every batch in the list, as ``H×W×C`` float arrays (alpha kept; NaN, empty or too large refused)."""
     frames = []
     for batch in images:
-        tensors.batch_size(batch)
-        frames += [batch[i].detach().to("cpu").float().numpy() for i in range(batch.shape[0])]
+        count = tensors.batch_size(batch, IMAGES_INPUT)
+        frames += [tensors.frame_array(batch, i) for i in range(count)]
     return frames
 
 
@@ -160,7 +163,7 @@ class SaveReport:
         deprecated = "Deprecated (kept so older workflows run): only its model name and device settings are recorded. "
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "The cutout (RGBA) or the original images; one PNG each."}),
+                "images": ("IMAGE", {"tooltip": "The cutout (RGBA) or the original images; one PNG each. NaN or infinite pixels are an error (never replaced)."}),
                 "filename_prefix": ("STRING", {"default": "cutout_guard/report", "tooltip": "File name start in the output folder; may contain a subfolder."}),
                 "unsafe_action": (list(vocab.UNSAFE_ACTIONS), {"default": "blur", "tooltip": "What an image judged unsafe becomes: keep it, blur it, or withhold it (a fully transparent image; the report still travels)."}),
             },

@@ -8,29 +8,68 @@ removal nodes; ComfyUI's own LoadImage mask is the opposite (1 − alpha). Engin
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
 
 from ..core import imageops
 from ..core.errors import BadInput
+from ..core.imagefile import DEFAULT_MAX_PIXELS, pixel_limit_problem
+
+MAX_PIXELS_VARIABLE = "CUTOUT_GUARD_MAX_PIXELS"  # the nodes' image size limit (the CLI's --max-pixels)
+NON_FINITE = (
+    "has NaN or infinite pixel values ({count:,} of {total:,} values, image {index} of the batch) — "
+    "the node that made this image produced undefined pixels; fix it or its settings (nothing is replaced)"
+)
 
 
-def batch_size(image) -> int:
-    """Number of images in an IMAGE batch; a clear error for an empty or malformed batch."""
+def max_pixels() -> int:
+    """The largest image (width × height) the nodes process: ``$CUTOUT_GUARD_MAX_PIXELS``, else the CLI's default."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(value.replace("_", ""))
+    except ValueError:
+        raise BadInput(f"{MAX_PIXELS_VARIABLE}={value!r} is not a whole number of pixels — fix or unset it") from None
+
+
+def batch_size(image, where: str = "IMAGE input") -> int:
+    """Number of images in an IMAGE batch; a clear error naming ``where`` for an empty, zero-sized,
+    malformed or too large batch, or one with NaN or infinite values (``where``: the node and input,
+    e.g. "Save Cutout Report: input 'images'"). Every node calls it before its model runs."""
     if image is None or getattr(image, "ndim", 0) != 4:
         shape = tuple(getattr(image, "shape", ()))
-        raise BadInput(f"expected an IMAGE batch [B,H,W,C], got shape {shape}")
+        raise BadInput(f"{where}: expected an IMAGE batch [B,H,W,C], got shape {shape}")
     if image.shape[0] == 0:
-        raise BadInput("the IMAGE batch is empty — connect a node that outputs at least one image")
+        raise BadInput(f"{where}: the IMAGE batch is empty — connect a node that outputs at least one image")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise BadInput(
+            f"{where}: the images have zero height or width (shape {tuple(image.shape)}) — "
+            "check the crop, resize or mask node before it"
+        )
     if image.shape[-1] not in (1, 3, 4):
-        raise BadInput(f"expected 1, 3 or 4 channels, got {image.shape[-1]}")
+        raise BadInput(f"{where}: expected 1, 3 or 4 channels, got {image.shape[-1]}")
+    problem = pixel_limit_problem(int(image.shape[2]), int(image.shape[1]), max_pixels(), flag=MAX_PIXELS_VARIABLE)
+    if problem:
+        raise BadInput(f"{where}: {problem}")
+    for index in range(image.shape[0]):  # one image at a time: a bool copy of one frame at most
+        finite = image[index].isfinite()
+        if not bool(finite.all()):
+            count = int(finite.numel() - finite.sum())
+            raise BadInput(f"{where} " + NON_FINITE.format(count=count, total=finite.numel(), index=index))
     return int(image.shape[0])
 
 
+def frame_array(image, index: int) -> np.ndarray:
+    """Image ``index`` of a batch as ``H×W×C`` float32, every channel kept (it may share the tensor's memory)."""
+    return image[index].detach().to("cpu").float().numpy()
+
+
 def frame(image, index: int) -> np.ndarray:
-    """Image ``index`` of a batch as ``H×W×3`` float32 RGB (alpha dropped, grey expanded)."""
-    array = image[index].detach().to("cpu").float().numpy()
+    """Image ``index`` of a batch as ``H×W×3`` float32 RGB in 0..1 (alpha dropped, grey expanded)."""
+    array = frame_array(image, index)
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return np.clip(array[..., :3], 0.0, 1.0).astype(np.float32, copy=False)
@@ -42,12 +81,12 @@ def shown_frame(image, index: int, background: np.ndarray) -> np.ndarray:
     rgb = frame(image, index)
     if image.shape[-1] != 4:
         return rgb
-    alpha = np.clip(image[index, ..., 3].detach().to("cpu").float().numpy(), 0.0, 1.0)
-    return imageops.cutout(rgb, alpha, color=background)
+    alpha = np.clip(frame_array(image, index)[..., 3], 0.0, 1.0)
+    return imageops.cutout(rgb, alpha, color=background, out=rgb)
 
 
-def frames(image) -> Iterator[np.ndarray]:
-    for index in range(batch_size(image)):
+def frames(image, where: str = "IMAGE input") -> Iterator[np.ndarray]:
+    for index in range(batch_size(image, where)):
         yield frame(image, index)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 from .errors import BadInput
 
 HEX_COLOR = re.compile(r"^#?([0-9a-fA-F]{6})$")
+BAND_ROWS = 256  # rows per band where a whole-image temporary is avoided
 
 
 def resize_plane(plane: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -88,15 +89,19 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3``.
 
-    ``out`` (``H×W×4`` or ``H×W×3`` float32) receives the result without another copy.
+    ``out`` (``H×W×4`` or ``H×W×3`` float32, which may be ``image`` itself when compositing)
+    receives the result without another full-size copy.
     """
     if out is None:
         out = np.empty((*image.shape[:2], 4 if color is None else 3), np.float32)
     if color is None:
         out[..., :3] = image
         out[..., 3] = alpha
-    else:
-        a = alpha[..., None]
-        np.multiply(image - color.reshape(1, 1, 3), a, out=out)
-        out += color.reshape(1, 1, 3)
+        return out
+    if out is not image:
+        out[...] = image
+    color = color.reshape(1, 1, 3).astype(np.float32)
+    out -= color  # (c - k)·a + k, in place
+    out *= alpha[..., None]
+    out += color
     return out

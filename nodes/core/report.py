@@ -36,12 +36,13 @@ from PIL.PngImagePlugin import PngInfo
 
 from .imageops import box_blur
 from .vocab import UNSAFE_ACTIONS
+from .text import encodable
 
 SCHEMA = 2
 READABLE_SCHEMAS = (1, 2)  # read_png and upgrade() read both; make_report writes 2
 CHUNK = "cutout_guard"
 CHECKS = ("image", "text")  # the checks a report carries: the image itself, and its caption
-FIELDS = ("schema", "caption", "task", "safe", *CHECKS, "unsafe_action", "models", "devices", "seconds")
+FIELDS = ("schema", "caption", "task", "safe", *CHECKS, "unsafe_action", "models", "devices", "seconds", "replaced_text")
 CHECK_FIELDS = ("model", "safe", "p_unsafe", "threshold", "reason")  # text adds categories, image label
 
 
@@ -69,7 +70,7 @@ def make_report(
     if unsafe_action is not None and unsafe_action not in UNSAFE_ACTIONS:
         raise ValueError(f"unsafe_action must be one of {UNSAFE_ACTIONS}, got {unsafe_action!r}")
     checks = {"image": _check(image, "image"), "text": _check(text, "text")}
-    return {
+    return mark_replaced({
         "schema": SCHEMA,
         "caption": caption,
         "task": task,
@@ -79,7 +80,20 @@ def make_report(
         "models": {"ben2": None, "florence2": None, "llama_guard": None, "image_guard": None, **(models or {})},
         "devices": {"provider": None, "precision": None, "n_gpu_layers": None, **(devices or {})},
         "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
-    }
+    })
+
+
+def mark_replaced(report: dict) -> dict:
+    """``report`` with text that cannot be written as UTF-8 (lone surrogates) replaced by U+FFFD,
+    and ``replaced_text`` saying where: ``{"caption": ["U+D800"]}``, or None when nothing was.
+
+    make_report and every writer apply it, so the PNG chunk, the sidecar and the command line's
+    results say the same; the rest of each string is kept.
+    """
+    body = {key: value for key, value in report.items() if key != "replaced_text"}
+    clean, replaced = encodable(body)
+    merged = {**(report.get("replaced_text") or {}), **replaced}
+    return {**clean, "replaced_text": merged or None}
 
 
 def _check(check: dict | None, kind: str) -> dict | None:
@@ -239,7 +253,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def encode_png(image: np.ndarray, report: dict, *, compress_level: int = 4) -> bytes:
     """PNG bytes of ``image`` (``H×W×3`` or ``H×W×4``) with the report in an iTXt chunk."""
     info = PngInfo()
-    info.add_itxt(CHUNK, json.dumps(report, ensure_ascii=False), zip=False)
+    info.add_itxt(CHUNK, json.dumps(mark_replaced(report), ensure_ascii=False), zip=False)
     buffer = io.BytesIO()
     Image.fromarray(to_uint8(image)).save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
     return buffer.getvalue()
@@ -254,6 +268,7 @@ def write_encoded(png_path: str | Path, png: bytes, report: dict) -> tuple[Path,
     """Write an already encoded report PNG (e.g. a worker's) and its ``.json`` atomically."""
     png_path = Path(png_path)
     json_path = png_path.with_suffix(".json")
+    report = mark_replaced(report)
     _atomic_write(png_path, png)
     _atomic_write(json_path, (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return png_path, json_path

@@ -13,6 +13,8 @@ import json
 import threading
 from pathlib import Path
 
+from .text import encodable
+
 RESULTS = "results.jsonl"
 SUBMITTED = "submitted"
 
@@ -21,9 +23,9 @@ def new_entry(file: str, output: str, **fields) -> dict:
     """A finished image's line with every field a reader may expect (``null`` where nothing is
     known yet), the same for the local run and the run on endpoints: ``file``, ``output``,
     ``caption``, ``verdict`` ("safe" / "unsafe"), the report's ``image`` and ``text`` checks,
-    per-stage ``seconds`` and ``error``; ``fields`` set some of them or add more (``job``)."""
+    per-stage ``seconds``, ``error`` and ``replaced_text`` (what could not be written as UTF-8); ``fields`` set some of them or add more (``job``)."""
     entry = {"file": file, "output": output, "caption": None, "verdict": None, "image": None, "text": None,
-             "seconds": None, "error": None}
+             "seconds": None, "error": None, "replaced_text": None}
     entry.update(fields)
     return entry
 
@@ -61,7 +63,11 @@ _lock = threading.Lock()
 
 
 def append_result(results_path: Path, entry: dict) -> None:
-    """Append one line and flush it (safe to call from several threads)."""
+    """Append one line and flush it (safe to call from several threads). Text that cannot be UTF-8
+    (lone surrogates) becomes U+FFFD, and ``replaced_text`` says where; the rest of it is kept."""
+    entry, replaced = encodable(entry)
+    if replaced or "replaced_text" in entry:
+        entry["replaced_text"] = {**(entry.get("replaced_text") or {}), **replaced} or None
     line = json.dumps(entry, ensure_ascii=False) + "\n"
     with _lock, open(results_path, "a", encoding="utf-8") as handle:
         handle.write(line)

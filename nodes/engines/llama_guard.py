@@ -36,6 +36,7 @@ import numpy as np
 from ..core.cpu import resolve_threads
 from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
 from ..core.vocab import DEFAULT_THRESHOLD
+from ..core.text import encodable_text
 from .llama_guard_prompt import HAZARDS, Template, parse_policy, template_for, tokenize_body, tokenize_prefix
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ class LlamaGuard:
         return guard
 
     def tokenize(self, text: str, special: bool) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8", errors="replace"), add_bos=False, special=special)
+        return self.llm.tokenize(encodable_text(text).encode("utf-8"), add_bos=False, special=special)
 
     def detokenize(self, tokens) -> str:
         return self.llm.detokenize(list(tokens), special=False).decode("utf-8", errors="replace")
