@@ -40,6 +40,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     build_ben2(root / "ben2" / "tiny.onnx", size=64)
     build_florence2(root / "florence2" / "tiny")
+    build_florence2(root / "florence2" / "tiny-v5", layout="transformers5")  # same weights, transformers-5 layout
     build_llama_guard(root / "LLM" / "tiny.gguf", weights="trigger")
     build_image_guard(root / "image_guard" / "red", weights="red")
     return root
@@ -415,3 +416,16 @@ def test_a_file_name_that_is_not_utf8_is_recorded_with_replacements(models, tmp_
     assert line["error"] is None and line["file"].endswith("caf\ufffd.png")
     assert line["replaced_text"] == {"file": ["U+DCE9"], "output": ["U+DCE9"]}
     assert report.read_png(out / name)["caption"] == line["caption"]
+
+
+def test_a_florence2_folder_saved_by_transformers_5_gives_the_same_reports(models, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    photo(4).save(folder / "x.png")
+    args = ["--models-dir", str(models), *TINY]
+    assert cli.main(["run", str(folder), "--out", str(tmp_path / "v4"), *args]) == 0
+    args[args.index("tiny")] = "tiny-v5"
+    assert cli.main(["run", str(folder), "--out", str(tmp_path / "v5"), *args]) == 0
+    v4, v5 = (report.read_png(tmp_path / out / "x.png") for out in ("v4", "v5"))
+    assert v5["models"]["florence2"] == "tiny-v5"
+    assert v5["caption"] == v4["caption"] and v5["safe"] == v4["safe"]

@@ -110,3 +110,20 @@ def test_ui_workflows_load_in_the_frontend_and_match_the_api_files(comfyui):
             assert converted["prompt"] == want, f"{path.relative_to(REPO)}: the frontend's prompt differs from {api_path.name}"
             print(f"frontend loaded {path.relative_to(REPO)}: {converted['count']} nodes, prompt == {api_path.name}")
     assert not [e for e in errors if "cutout" in e.lower()], errors
+
+
+def test_cutout_caption_safety_runs_with_a_florence2_folder_saved_by_transformers_5(comfyui, tiny_models, uploaded):
+    """The image processor inside processor_config.json, no preprocessor_config.json (transformers 5.x)."""
+    from devtools.synthetic.florence2 import build_florence2
+
+    name = "tiny_florence2_v5"
+    build_florence2(tiny_models / "florence2" / name, layout="transformers5")
+    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / "cutout_caption_safety.api.json").read_text()), uploaded)
+    for node in prompt.values():
+        if node["class_type"] == "CutoutGuardLoadFlorence2":
+            node["inputs"]["model"] = name
+    entry = comfyui.run(prompt, timeout=600)
+    save_id = next(k for k, v in prompt.items() if v["class_type"] == "CutoutGuardSaveReport")
+    saved = entry["outputs"][save_id]["images"][0]
+    data = report.read_png(comfyui.view(saved["filename"], saved["subfolder"]))
+    assert data["models"]["florence2"] == name and isinstance(data["caption"], str) and isinstance(data["safe"], bool)

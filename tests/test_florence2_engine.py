@@ -227,3 +227,53 @@ def test_close_frees_the_model(tiny):
     assert model.model is None and model.processor is None
     with pytest.raises(RuntimeError, match="closed"):
         model.caption(image(0))
+
+
+
+@pytest.fixture(scope="module")
+def tiny_v5(tmp_path_factory):
+    """The same tiny model saved the transformers-5 way: the image processor inside processor_config.json."""
+    return build_florence2(tmp_path_factory.mktemp("florence2") / "tiny-v5", layout="transformers5")
+
+
+def test_a_folder_saved_by_transformers_5_loads_and_captions_alike(tiny, tiny_v5, loaded):
+    """Regression: the file check refused it for a missing preprocessor_config.json, which transformers does not need."""
+    assert not (tiny_v5 / "preprocessor_config.json").exists()
+    model = Florence2.load(tiny_v5, precision="fp32", device="cpu")
+    try:
+        rgb = image(5)
+        assert model.caption(rgb, max_new_tokens=10, num_beams=1) == loaded.caption(rgb, max_new_tokens=10, num_beams=1)
+        assert model.caption(rgb, max_new_tokens=10, num_beams=1) == direct_caption(tiny_v5, rgb, "<CAPTION>", 10, 1)
+    finally:
+        model.close()
+
+
+def test_transformers_5_folder_without_its_image_processor_is_model_corrupt(tiny_v5, tmp_path):
+    folder = copy_of(tiny_v5, tmp_path)
+    config = json.loads((folder / "processor_config.json").read_text())
+    del config["image_processor"]
+    (folder / "processor_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelCorrupt, match=r"missing preprocessor_config.json \(or an image_processor entry"):
+        Florence2.load(folder)
+
+
+@pytest.mark.parametrize("damage", ["pickle", "remote code", "truncated", "no tokenizer", "no tokenizer_config"])
+def test_transformers_5_folder_is_refused_for_the_same_reasons(tiny_v5, tmp_path, damage):
+    folder = copy_of(tiny_v5, tmp_path)
+    weights = folder / "model.safetensors"
+    if damage == "pickle":
+        weights.rename(folder / "pytorch_model.bin")
+        match = "pickle files are never loaded"
+    elif damage == "remote code":
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration"}
+        (folder / "config.json").write_text(json.dumps(config))
+        match = "needs remote code"
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        match = "truncated"
+    else:
+        (folder / ("tokenizer.json" if damage == "no tokenizer" else "tokenizer_config.json")).unlink()
+        match = "missing tokenizer"
+    with pytest.raises(ModelCorrupt, match=match):
+        Florence2.load(folder)

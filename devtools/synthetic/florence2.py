@@ -170,8 +170,18 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def build_florence2(folder: str | Path, *, shape: str = "tiny", seed: int = 0, init_std: float | None = None) -> Path:
+LAYOUTS = ("transformers4", "transformers5")
+
+
+def build_florence2(
+    folder: str | Path, *, shape: str = "tiny", seed: int = 0, init_std: float | None = None, layout: str = "transformers4"
+) -> Path:
     """Write a Florence-2 model folder (safetensors weights, tokenizer, processor); return it.
+
+    ``layout``: ``transformers4`` writes the image processor to ``preprocessor_config.json`` (as
+    the published checkpoints and transformers 4.x do); ``transformers5`` writes it inside
+    ``processor_config.json`` under ``image_processor`` and no ``preprocessor_config.json``, as
+    ``save_pretrained`` of transformers 5.x does.
 
     ``init_std`` sets the spread of the random weights; the tiny model's default (0.5) makes
     different images give different captions, and only whole words get non-zero embeddings so
@@ -180,6 +190,8 @@ def build_florence2(folder: str | Path, *, shape: str = "tiny", seed: int = 0, i
     import torch
     from transformers import Florence2Config, Florence2ForConditionalGeneration
 
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, not {layout!r}")
     spec = SHAPES[shape]
     if init_std is None:
         init_std = 0.5 if shape == "tiny" else 0.02
@@ -233,26 +245,24 @@ def build_florence2(folder: str | Path, *, shape: str = "tiny", seed: int = 0, i
     _write_json(folder / "generation_config.json", GENERATION_CONFIG)
     tokenizer.save(str(folder / "tokenizer.json"))
     _write_json(folder / "tokenizer_config.json", _tokenizer_config(tokenizer))
-    _write_json(
-        folder / "preprocessor_config.json",
-        {
-            "crop_size": {"height": spec.size, "width": spec.size},
-            "do_center_crop": False,
-            "do_normalize": True,
-            "do_rescale": True,
-            "do_resize": True,
-            "image_mean": [0.485, 0.456, 0.406],
-            "image_processor_type": "CLIPImageProcessor",
-            "image_seq_length": seq_len,
-            "image_std": [0.229, 0.224, 0.225],
-            "processor_class": "Florence2Processor",
-            "resample": 3,
-            "rescale_factor": 1 / 255,
-            "size": {"height": spec.size, "width": spec.size},
-        },
-    )
-    _write_json(
-        folder / "processor_config.json",
-        {"num_additional_image_tokens": 0, "post_processor_config": POST_PROCESSOR_CONFIG, "processor_class": "Florence2Processor"},
-    )
+    image_processor = {
+        "crop_size": {"height": spec.size, "width": spec.size},
+        "do_center_crop": False,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_processor_type": "CLIPImageProcessor",
+        "image_seq_length": seq_len,
+        "image_std": [0.229, 0.224, 0.225],
+        "resample": 3,
+        "rescale_factor": 1 / 255,
+        "size": {"height": spec.size, "width": spec.size},
+    }
+    processor = {"num_additional_image_tokens": 0, "post_processor_config": POST_PROCESSOR_CONFIG, "processor_class": "Florence2Processor"}
+    if layout == "transformers5":
+        processor["image_processor"] = image_processor
+    else:
+        _write_json(folder / "preprocessor_config.json", {**image_processor, "processor_class": "Florence2Processor"})
+    _write_json(folder / "processor_config.json", processor)
     return folder

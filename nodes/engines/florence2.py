@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 MIN_TRANSFORMERS = (4, 56)
 INSTALL_HINT = "run `pip install -r requirements.txt` in the Cutout Guard folder (needs transformers>=4.56)"
 WEIGHTS = "model.safetensors"
-PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer_config.json")
+PROCESSOR_CONFIG = "processor_config.json"  # post-processing (transformers 4.56+), image processor too (5.x)
+IMAGE_PROCESSOR_CONFIG = "preprocessor_config.json"  # the image processor as transformers 4.x saves it
+TOKENIZER_CONFIG = "tokenizer_config.json"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 FETCH_HINT = (
     "delete the folder and run `python install.py --models florence2`, or download "
@@ -67,8 +69,30 @@ def import_transformers():
 # ----------------------------------------------------------------------------- model files
 
 
+def _missing_processor_files(path: Path) -> list[str]:
+    """The processor and tokenizer files AutoProcessor needs that ``path`` lacks.
+
+    Both layouts transformers loads are accepted: 4.x writes the image processor to
+    ``preprocessor_config.json``; 5.x writes it inside ``processor_config.json`` under
+    ``image_processor`` and writes no ``preprocessor_config.json``.
+    """
+    missing = [name for name in (PROCESSOR_CONFIG, TOKENIZER_CONFIG) if not (path / name).is_file()]
+    nested = False
+    if (path / PROCESSOR_CONFIG).is_file():
+        try:
+            nested = isinstance(json.loads((path / PROCESSOR_CONFIG).read_text()).get("image_processor"), dict)
+        except (ValueError, AttributeError):
+            raise ModelCorrupt(f"Florence-2 model {path}: {PROCESSOR_CONFIG} is not valid JSON — {FETCH_HINT}") from None
+    if not nested and not (path / IMAGE_PROCESSOR_CONFIG).is_file():
+        missing.append(f"{IMAGE_PROCESSOR_CONFIG} (or an image_processor entry in {PROCESSOR_CONFIG})")
+    if not (path / "tokenizer.json").is_file() and not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
+        missing.append("tokenizer.json")
+    return missing
+
+
 def check_model_folder(path: Path) -> None:
-    """Raise ModelCorrupt unless ``path`` is a native-layout Florence-2 folder with whole safetensors weights."""
+    """Raise ModelCorrupt unless ``path`` is a native-layout Florence-2 folder (as transformers 4.56+
+    or 5.x saves one) with a tokenizer and whole safetensors weights."""
     if not path.is_dir():
         raise ModelCorrupt(f"Florence-2 model {path} is not a folder — {FETCH_HINT}")
     config_path = path / "config.json"
@@ -85,9 +109,7 @@ def check_model_folder(path: Path) -> None:
             "never runs code shipped with a model — use florence-community/Florence-2-base or -large "
             "(the converted checkpoints of microsoft/Florence-2-*)"
         )
-    missing = [name for name in PROCESSOR_FILES if not (path / name).is_file()]
-    if not (path / "tokenizer.json").is_file() and not ((path / "vocab.json").is_file() and (path / "merges.txt").is_file()):
-        missing.append("tokenizer.json")
+    missing = _missing_processor_files(path)
     if missing:
         raise ModelCorrupt(f"Florence-2 model {path} is missing {', '.join(missing)} — {FETCH_HINT}")
     if (path / WEIGHTS_INDEX).is_file():
