@@ -77,9 +77,9 @@ def test_save_report_zero_height_or_width_is_a_clear_error(output_dir, shape):
 def test_frame_does_not_change_the_input_tensor():
     image = torch.rand(1, 6, 5, 4) * 1.5  # values over 1 are clipped in the frame, not in the tensor
     before = image.clone()
-    Caption_frame = __import__("cutout_guard.comfyui.florence2_nodes", fromlist=["frame_rgb"]).frame_rgb
-    Caption_frame(image, 0, np.ones(3, np.float32))
+    shown = tensors.shown_frame(image, 0, np.ones(3, np.float32))  # composites in place of its own copy
     tensors.frame(image, 0)
+    assert shown.max() <= 1.0
     assert torch.equal(image, before)
 
 
@@ -98,9 +98,10 @@ def test_save_report_writes_a_caption_with_a_lone_surrogate(output_dir):
 
 
 def test_every_string_of_a_report_is_made_writable():
-    data = report.make_report(caption="ok", models={"ben2": "b\udcffad.onnx"}, categories=[], safe=False)
-    assert data["models"]["ben2"] == "b\ufffdad.onnx"
-    assert data["replaced_text"] == {"models.ben2": ["U+DCFF"]}
+    text = {"safe": False, "p_unsafe": 0.9, "categories": [{"code": "S1", "name": "Vi\ud800olent"}]}
+    data = report.make_report(caption="ok", models={"ben2": "b\udcffad.onnx"}, text=text)
+    assert data["models"]["ben2"] == "b\ufffdad.onnx" and data["text"]["categories"][0]["name"] == "Vi\ufffdolent"
+    assert data["replaced_text"] == {"models.ben2": ["U+DCFF"], "text.categories[0].name": ["U+D800"]}
     assert report.make_report(caption="fine")["replaced_text"] is None
     json.dumps(data, ensure_ascii=False).encode("utf-8")
 

@@ -80,6 +80,7 @@ def make_report(
         "models": {"ben2": None, "florence2": None, "llama_guard": None, "image_guard": None, **(models or {})},
         "devices": {"provider": None, "precision": None, "n_gpu_layers": None, **(devices or {})},
         "seconds": {k: round(float(v), 4) for k, v in (seconds or {}).items()},
+        "replaced_text": None,
     })
 
 
@@ -92,8 +93,9 @@ def mark_replaced(report: dict) -> dict:
     """
     body = {key: value for key, value in report.items() if key != "replaced_text"}
     clean, replaced = encodable(body)
-    merged = {**(report.get("replaced_text") or {}), **replaced}
-    return {**clean, "replaced_text": merged or None}
+    if not replaced:
+        return report  # a report from elsewhere (schema 1, a worker's) is written as it came
+    return {**clean, "replaced_text": {**(report.get("replaced_text") or {}), **replaced}}
 
 
 def _check(check: dict | None, kind: str) -> dict | None:
