@@ -64,3 +64,44 @@ def test_resize_matches_pillow_algorithm_reference():
     plane = np.random.default_rng(4).random((37, 53)).astype(np.float32)
     for width, height in ((20, 11), (100, 80), (53, 37)):
         np.testing.assert_allclose(imageops.resize_plane(plane, width, height), reference.resize(plane, width, height), atol=1e-5)
+
+
+def test_box_blur_in_bands_matches_the_direct_mean_across_band_edges():
+    """Wider and taller than one band (256): the banded sums must join without seams."""
+    image = np.random.default_rng(7).random((9, imageops.BAND_ROWS + 37, 2)).astype(np.float32)
+    np.testing.assert_allclose(imageops.box_blur(image, 6), reference.box_blur(image, 6), atol=1e-5)
+    tall = np.ascontiguousarray(image.transpose(1, 0, 2))
+    np.testing.assert_allclose(imageops.box_blur(tall, 5), reference.box_blur(tall, 5), atol=1e-5)
+    same = tall.copy()
+    assert imageops.box_blur(same, 5, out=same) is same
+    np.testing.assert_allclose(same, reference.box_blur(tall, 5), atol=1e-5)
+
+
+def test_foreground_estimate_matches_the_blur_fusion_formula():
+    """Forte & Pitié's two passes, written out on whole arrays with the direct window mean."""
+    rng = np.random.default_rng(8)
+    image = rng.random((20, 24, 3)).astype(np.float32)
+    alpha = rng.random((20, 24)).astype(np.float32)
+
+    def fusion(fg, bg, radius):
+        a = alpha[..., None].astype(np.float64)
+        blurred_a = reference.box_blur(a, radius)
+        blurred_f = reference.box_blur(fg * a, radius) / (blurred_a + 1e-5)
+        blurred_b = reference.box_blur(bg * (1 - a), radius) / ((1 - blurred_a) + 1e-5)
+        return np.clip(blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b), 0, 1), blurred_b
+
+    fg, bg = fusion(image, image, 3)  # the radii for a 24-pixel image: max(3, ·) and max(1, ·)
+    expected, _ = fusion(fg, bg, 1)
+    np.testing.assert_allclose(imageops.estimate_foreground(image, alpha), expected, atol=1e-4)
+
+
+def test_to_uint8_rounds_clips_and_maps_nan_to_zero():
+    image = np.array([[[0.0, 0.5 / 255, 1.5 / 255], [1.2, -0.3, np.nan]]], np.float32)
+    assert imageops.to_uint8(image).tolist() == [[[0, 0, 2], [255, 0, 0]]]
+
+
+def test_resize_to_uint8_is_bilinear_by_row_bands():
+    small = np.random.default_rng(9).random((5, 7, 4)).astype(np.float32)
+    big = imageops.resize_to_uint8(small, 70, 150, rows=16)  # several bands
+    expected = np.stack([reference.resize(small[..., c], 70, 150) for c in range(4)], axis=-1)
+    np.testing.assert_allclose(big.astype(np.float64), np.round(np.clip(expected, 0, 1) * 255), atol=1.01)

@@ -38,7 +38,9 @@ def test_process_runs_four_stages_on_the_cutout(loaded):
     np.testing.assert_array_equal(result.cutout[..., 3], result.alpha)
     np.testing.assert_allclose(result.alpha, loaded.ben2.matte(rgb))
     shown = rgb * result.alpha[..., None] + (1 - result.alpha[..., None])  # on white, computed here
-    np.testing.assert_allclose(caption_view(result.cutout), shown, atol=1e-6)
+    view = caption_view(result.cutout)  # uint8: what the image processors are given
+    assert view.dtype == np.uint8
+    np.testing.assert_allclose(view, np.round(shown * 255), atol=1)
     assert result.caption == loaded.florence2.caption(shown, max_new_tokens=8)
     assert result.verdict == loaded.llama_guard.check(result.caption)
     assert result.image_verdict == loaded.image_guard.check(shown)  # the image check sees what the caption sees

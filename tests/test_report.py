@@ -293,8 +293,30 @@ def test_blurring_a_cutout_does_not_reveal_the_removed_background():
     rgba = np.zeros((64, 64, 4), np.float32)
     rgba[..., 1] = 1.0  # removed background: green, invisible
     rgba[16:48, 16:48] = (1.0, 0.0, 0.0, 1.0)  # the subject: opaque red
-    blurred = report.apply_unsafe_action(rgba, "blur")
+    blurred = report.apply_unsafe_action(rgba, "blur").astype(np.float32) / 255  # uint8 out
     assert blurred.shape == rgba.shape
     visible = blurred[..., 3] > 0.2
     assert visible.any() and blurred[..., 1][visible].max() < 0.01  # no green anywhere it shows
     assert np.abs(blurred[..., 3] - rgba[..., 3]).mean() > 0.02  # and it is really blurred
+
+
+def test_a_large_image_is_blurred_at_a_bounded_resolution(monkeypatch):
+    """Regression (memory): the blur ran float64 cumulative sums over the whole image, ~230 bytes per
+    pixel at 48 MP. Now every box blur runs on at most BLUR_MAX_SIDE² pixels and the result is uint8."""
+    seen = []
+    box_blur = report.imageops.box_blur
+    monkeypatch.setattr(report.imageops, "box_blur", lambda image, radius, **kw: seen.append(image.shape) or box_blur(image, radius, **kw))
+    height, width = 1500, 2 * report.BLUR_MAX_SIDE + 100
+    rgba = np.zeros((height, width, 4), np.float32)
+    rgba[..., 1] = 1.0                                   # removed background: green, invisible
+    rgba[500:1000, 800:1600] = (1.0, 0.0, 0.0, 1.0)      # the subject: opaque red
+    blurred = report.apply_unsafe_action(rgba, "blur")
+    assert blurred.dtype == np.uint8 and blurred.shape == rgba.shape
+    assert seen and all(max(shape[:2]) <= report.BLUR_MAX_SIDE for shape in seen)
+    visible = blurred[..., 3] > 51
+    assert visible.any() and blurred[..., 1][visible].max() <= 2          # still no green where it shows
+    centre = blurred[750, 1200].astype(int)
+    assert centre[0] > 200 and centre[3] > 200                            # the subject's middle stays red and opaque
+    edge = blurred[750, 800 - 100:800 + 100, 3].astype(int)
+    assert edge.min() < 100 < edge.max() and np.all(np.diff(edge) >= -2)  # its edge fades smoothly over 200 px
+    assert report.apply_unsafe_action(rgba, "withhold").max() == 0

@@ -36,13 +36,15 @@ SIZES = {1: (1000, 1000), 12: (4000, 3000), 48: (8000, 6000), 64: (8000, 8000)}
 def build_models(root: Path) -> Path:
     from devtools.synthetic.ben2 import build_ben2
     from devtools.synthetic.florence2 import build_florence2
+    from devtools.synthetic.image_guard import build_image_guard
     from devtools.synthetic.llama_guard import build_llama_guard
 
-    if not (root / "done").exists():
+    if not (root / "done-v2").exists():
         build_ben2(root / "ben2" / "tiny.onnx", size=1024)
         build_florence2(root / "florence2" / "tiny")
         build_llama_guard(root / "LLM" / "tiny.gguf", weights="trigger")
-        (root / "done").write_text("")
+        build_image_guard(root / "image_guard" / "tiny")  # the image check runs by default
+        (root / "done-v2").write_text("")
     return root
 
 
@@ -82,7 +84,7 @@ def run_cli(image: Path, models: Path, out: Path, action: str, extra: list[str])
     """(peak RSS bytes, seconds, exit status, last stderr line) of one ``cutout-guard run``."""
     command = [
         sys.executable, "-m", "cutout_guard", "run", str(image), "--out", str(out),
-        "--models-dir", str(models), "--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf",
+        "--models-dir", str(models), "--ben2", "tiny.onnx", "--florence2", "tiny", "--llama-guard", "tiny.gguf", "--image-guard", "tiny",
         "--offline", "--max-new-tokens", "4", "--num-beams", "1", "--threshold", "0",
         "--unsafe-action", action, "--threads", "2", *extra,
     ]

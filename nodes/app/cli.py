@@ -224,8 +224,7 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
     entry = new_entry(item.label, item.output)
     start = time.perf_counter()
     try:
-        rgb = read_image(item.source, max_pixels=args.max_pixels)
-        result = pipeline.process(rgb, **options)
+        result = pipeline.process(read_image(item.source, max_pixels=args.max_pixels), **options)  # holds no copy
         seconds = dict(result.seconds)
         seconds["total"] = time.perf_counter() - start
         record = make_record(result, pipeline, options["caption_options"], args, seconds, report)

@@ -166,8 +166,14 @@ _malloc_trim = None
 
 
 def caption_view(cutout: np.ndarray, color: str = CAPTION_COLOR) -> np.ndarray:
-    """The RGBA cutout as it is shown: composited on ``color``, ``H×W×3``."""
-    return imageops.cutout(cutout[..., :3], cutout[..., 3], color=imageops.parse_color(color))
+    """The RGBA cutout as it is shown: composited on ``color``, ``H×W×3`` uint8 (what the image
+    processors are given), made a band of rows at a time so no full-size float copy is needed."""
+    fill = imageops.parse_color(color)
+    view = np.empty((*cutout.shape[:2], 3), np.uint8)
+    for top in range(0, cutout.shape[0], imageops.BAND_ROWS):
+        band = cutout[top : top + imageops.BAND_ROWS]
+        imageops.to_uint8(imageops.cutout(band[..., :3], band[..., 3], color=fill), out=view[top : top + imageops.BAND_ROWS])
+    return view
 
 
 class Pipeline:
@@ -229,10 +235,11 @@ class Pipeline:
     # -- stages, each callable alone (the benchmark times them apart) ----------------------
 
     def cut_out(self, rgb: np.ndarray, options: CutoutOptions = CutoutOptions()) -> tuple[np.ndarray, np.ndarray]:
-        """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``)."""
+        """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``: a view of the cutout's fourth channel)."""
         alpha = self.ben2.matte(rgb, mask_values=options.mask_values)
         self._trim()
-        return imageops.cutout(rgb, alpha), alpha
+        cutout = imageops.cutout(rgb, alpha)
+        return cutout, cutout[..., 3]
 
     def check_image(self, cutout: np.ndarray, options: CheckOptions = CheckOptions()):
         """The image guard's verdict on the RGBA cutout as shown on the neutral background (what the
@@ -280,7 +287,7 @@ class Pipeline:
         check_text: str | None = None,
     ) -> Result:
         """One image through the stages (the image check only with an image guard); ``around(stage)`` is
-        entered around each.
+        entered around each. ``rgb`` is released once the cutout is made, unless the caller keeps it.
 
         ``check_text``: what the check reads instead of the caption (the benchmark's random-weight
         Florence-2 writes no real text; it checks a typical caption, so the prompt has a real length).
@@ -295,6 +302,7 @@ class Pipeline:
             return value
 
         cutout, alpha = timed("cutout", lambda: self.cut_out(rgb, cutout_options))
+        del rgb  # a caller that holds no reference of its own (``process(read_image(path))``) frees it here
         image_verdict = timed("image_check", lambda: self.check_image(cutout, check_options)) if self.image_guard is not None else None
         caption = timed("caption", lambda: self.caption(cutout, caption_options))
         verdict = timed("safety_check", lambda: self.check(caption if check_text is None else check_text, check_options))

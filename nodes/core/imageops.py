@@ -41,49 +41,125 @@ def parse_color(text: str) -> np.ndarray:
     return np.array([int(value[i : i + 2], 16) / 255.0 for i in (0, 2, 4)], dtype=np.float32)
 
 
-def box_blur(image: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a ``radius×radius`` window with mirrored edges (like OpenCV's ``blur``)."""
+def box_blur(image: np.ndarray, radius: int, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Mean over a ``radius×radius`` window with mirrored edges (like OpenCV's ``blur``); float32.
+
+    ``H×W`` or ``H×W×C``. Works one band of columns (then rows) at a time, so besides the float32
+    result (``out``, which may be ``image`` itself) it needs memory for a band, not the image.
+    """
     radius = max(1, int(radius))
-    out = image.astype(np.float32, copy=True)
-    before, after = radius // 2, radius - radius // 2 - 1
+    if out is None:
+        out = np.array(image, dtype=np.float32, copy=True)
+    elif out is not image:
+        out[...] = image
     for axis in (0, 1):
         n = out.shape[axis]
         if n == 1:
             continue
-        pad = [(0, 0)] * out.ndim
-        pad[axis] = (min(before, n - 1), min(after, n - 1))
-        padded = np.pad(out, pad, mode="reflect")
-        # windows that hit a short edge are averaged over what exists
-        cs = np.cumsum(padded, axis=axis, dtype=np.float64)
-        zero = np.zeros_like(np.take(cs, [0], axis=axis))
-        cs = np.concatenate([zero, cs], axis=axis)
-        width = pad[axis][0] + pad[axis][1] + 1
-        upper = np.take(cs, np.arange(width, width + n), axis=axis)
-        lower = np.take(cs, np.arange(0, n), axis=axis)
-        out = ((upper - lower) / width).astype(np.float32)
+        before, after = min(radius // 2, n - 1), min(radius - radius // 2 - 1, n - 1)
+        width = before + after + 1  # windows that hit a short edge are averaged over what exists
+        other = out.shape[1 - axis]
+        for start in range(0, other, BAND_ROWS):
+            band = (slice(None), slice(start, start + BAND_ROWS)) if axis == 0 else (slice(start, start + BAND_ROWS), slice(None))
+            values = out[band]
+            pad = [(0, 0)] * values.ndim
+            pad[axis] = (before, after)
+            sums = np.cumsum(np.pad(values, pad, mode="reflect"), axis=axis, dtype=np.float64)
+            upper = np.take(sums, np.arange(width - 1, width - 1 + n), axis=axis)
+            lower = np.take(sums, np.arange(-1, n - 1), axis=axis)
+            if n:  # the window starting at the first element has nothing before it
+                index = [slice(None)] * values.ndim
+                index[axis] = 0
+                lower[tuple(index)] = 0.0
+            values[...] = (upper - lower) / width
     return out
 
 
-def _blur_fusion(image, fg, bg, alpha, radius):
-    a = alpha[..., None]
-    blurred_a = box_blur(a, radius)
-    blurred_f = box_blur(fg * a, radius) / (blurred_a + 1e-5)
-    blurred_b = box_blur(bg * (1 - a), radius) / ((1 - blurred_a) + 1e-5)
-    fg = blurred_f + a * (image - a * blurred_f - (1 - a) * blurred_b)
-    return np.clip(fg, 0.0, 1.0), blurred_b
+def _blur_fusion_plane(image, fg, bg, alpha, blurred_alpha, radius):
+    """One colour plane of a blur-fusion pass: the new foreground and the blurred background.
+
+    ``F = Bf + a·(I − a·Bf − (1 − a)·Bb)`` with ``Bf = blur(F·a) / blur(a)`` and
+    ``Bb = blur(B·(1 − a)) / blur(1 − a)``; computed in place on two planes.
+    """
+    blurred_f = fg * alpha
+    box_blur(blurred_f, radius, out=blurred_f)
+    blurred_f /= blurred_alpha + 1e-5
+    blurred_b = bg * (1 - alpha)
+    box_blur(blurred_b, radius, out=blurred_b)
+    blurred_b /= (1 - blurred_alpha) + 1e-5
+    # F = Bf·(1 − a²) + a·I − a·(1 − a)·Bb, one term at a time
+    new = image * alpha
+    new += blurred_f * (1 - alpha * alpha)
+    del blurred_f
+    new -= blurred_b * (alpha * (1 - alpha))
+    np.clip(new, 0.0, 1.0, out=new)
+    return new, blurred_b
 
 
-def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Foreground colours with the background's colour bleed removed from soft edges.
+def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Foreground colours with the background's colour bleed removed from soft edges; ``H×W×3`` float32.
 
     Two-pass blur-fusion estimate (Forte & Pitié, "Approximate Fast Foreground Colour
     Estimation", 2021): a wide pass for the colours, a narrow one to refine them. The radii are
-    scaled to the image so small and large images get the same look.
+    scaled to the image so small and large images get the same look. One colour plane at a time
+    (the estimate of each is independent given alpha), so the working memory is a few planes;
+    ``out`` (``H×W×3`` float32, may be ``image``) receives the result.
     """
     scale = max(image.shape[:2]) / 1024.0
-    fg, bg = _blur_fusion(image, image, image, alpha, max(3, round(90 * scale)))
-    fg, _ = _blur_fusion(image, fg, bg, alpha, max(1, round(6 * scale)))
-    return fg.astype(np.float32)
+    wide, narrow = max(3, round(90 * scale)), max(1, round(6 * scale))
+    alpha = np.asarray(alpha, dtype=np.float32)
+    blurred_wide, blurred_narrow = box_blur(alpha, wide), box_blur(alpha, narrow)
+    if out is None:
+        out = np.empty(image.shape, np.float32)
+    for c in range(image.shape[2]):
+        plane = np.ascontiguousarray(image[..., c], dtype=np.float32)
+        fg, bg = _blur_fusion_plane(plane, plane, plane, alpha, blurred_wide, wide)
+        fg, _ = _blur_fusion_plane(plane, fg, bg, alpha, blurred_narrow, narrow)
+        del bg
+        out[..., c] = fg
+    return out
+
+
+def to_uint8(image: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """A float 0..1 image as uint8 (rounded to nearest, NaN as 0), a band of rows at a time; uint8 passes through."""
+    if image.dtype == np.uint8:
+        return image
+    if out is None:
+        out = np.empty(image.shape, np.uint8)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        band = np.nan_to_num(np.clip(image[top : top + BAND_ROWS], 0.0, 1.0).astype(np.float32, copy=False), copy=False)
+        band *= 255.0
+        np.rint(band, out=band)
+        out[top : top + BAND_ROWS] = band
+    return out
+
+
+def resize_to_uint8(image: np.ndarray, width: int, height: int, *, rows: int = BAND_ROWS // 4) -> np.ndarray:
+    """Bilinear upscale of a small ``h×w×C`` float 0..1 image to ``height×width×C`` uint8, row band by row band.
+
+    Sample centres are aligned as Pillow's resize aligns them (pixel ``i`` of the output samples
+    the input at ``(i + 0.5)·h/height − 0.5``, clamped at the edges).
+    """
+    small = np.asarray(image, dtype=np.float32)
+    h, w = small.shape[:2]
+
+    def taps(n_out, n_in):
+        pos = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        low = np.minimum(pos.astype(np.int64), n_in - 1)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, (pos - low).astype(np.float32)
+
+    x0, x1, fx = taps(width, w)
+    y0, y1, fy = taps(height, h)
+    fx = fx[None, :, None]
+    out = np.empty((height, width, small.shape[2]), np.uint8)
+    for top in range(0, height, rows):
+        sl = slice(top, min(top + rows, height))
+        wy = fy[sl, None, None]
+        band = small[y0[sl]] * (1 - wy) + small[y1[sl]] * wy  # rows × w × C
+        band = band[:, x0] * (1 - fx) + band[:, x1] * fx  # rows × width × C
+        to_uint8(band, out=out[sl])
+    return out
 
 
 def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from .imageops import box_blur
+from . import imageops
 from .vocab import UNSAFE_ACTIONS
 from .text import encodable
 
@@ -219,67 +219,104 @@ def upgrade(report: dict) -> dict:
 # ----------------------------------------------------------------------------- the PNG
 
 
+BLUR_MAX_SIDE = 1024  # the unsafe blur is computed at most this many pixels wide and high
+
+
 def apply_unsafe_action(image: np.ndarray, action: str) -> np.ndarray:
-    """``H×W×C`` float 0..1 image as it may be shown when judged unsafe."""
+    """``H×W×C`` float 0..1 image as it may be shown when judged unsafe: ``keep`` returns it,
+    ``withhold`` and ``blur`` return a new ``uint8`` image (RGBA for withhold and for RGBA input)."""
     if action == "keep":
         return image
     if action == "withhold":
-        return np.zeros((*image.shape[:2], 4), dtype=np.float32)
+        return np.zeros((*image.shape[:2], 4), dtype=np.uint8)  # untouched zero pages cost no memory until written
     if action == "blur":
-        box = max(4, max(image.shape[:2]) // 16)  # box width; three passes blur like a Gaussian
-        if image.shape[-1] != 4:
-            return _blur(image, box)
-        # Blur premultiplied colour, so the removed background's colours (still stored under
-        # alpha 0 in a cutout) do not bleed into the visible blur.
-        alpha = image[..., 3:4]
-        blurred = _blur(np.concatenate([image[..., :3] * alpha, alpha], axis=-1), box)
-        coverage = blurred[..., 3:4]
-        rgb = np.divide(blurred[..., :3], coverage, out=np.zeros_like(blurred[..., :3]), where=coverage > 1e-6)
-        return np.concatenate([np.clip(rgb, 0.0, 1.0), coverage], axis=-1)
+        return blur(image)
     raise ValueError(f"unsafe_action must be one of {UNSAFE_ACTIONS}, got {action!r}")
 
 
-def _blur(image: np.ndarray, box: int) -> np.ndarray:
-    """A near-Gaussian blur of an ``H×W×C`` float image: three box blurs of width ``box``."""
+def blur(image: np.ndarray) -> np.ndarray:
+    """A near-Gaussian blur hiding the content of an ``H×W×C`` float 0..1 image; ``uint8``, same shape.
+
+    Three box blurs a sixteenth of the longer side wide, computed on the image shrunk to at most
+    ``BLUR_MAX_SIDE`` pixels a side (a blur that wide loses nothing at that resolution), then
+    upscaled bilinearly a band of rows at a time: the working memory is bounded whatever the size.
+    A cutout (RGBA) is blurred premultiplied, so the removed background's colours (still stored
+    under alpha 0) do not bleed into the visible blur.
+    """
+    height, width = image.shape[:2]
+    scale = min(1.0, BLUR_MAX_SIDE / max(height, width))
+    small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
+    channels = image.shape[-1]
+    alpha = image[..., 3] if channels == 4 else None
+    small = np.empty((small_h, small_w, channels), np.float32)
+    for c in range(channels):
+        plane = image[..., c] if alpha is None or c == 3 else image[..., c] * alpha
+        small[..., c] = imageops.resize_plane(plane, small_w, small_h)
+    box = max(4, max(small_h, small_w) // 16)  # box width; three passes blur like a Gaussian
     for _ in range(3):
-        image = box_blur(image, box)
-    return image
+        imageops.box_blur(small, box, out=small)
+    if alpha is not None:
+        coverage = small[..., 3:4]
+        hidden = np.broadcast_to(coverage <= 1e-6, small[..., :3].shape)
+        np.divide(small[..., :3], coverage, out=small[..., :3], where=~hidden)
+        small[..., :3][hidden] = 0.0
+        np.clip(small, 0.0, 1.0, out=small)
+    return imageops.resize_to_uint8(small, width, height)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    """A float 0..1 image as uint8 (rounded, clipped, NaN as 0), a band of rows at a time."""
+    return imageops.to_uint8(image)
+
+
+def _save_png(target, image: np.ndarray, report: dict, compress_level: int) -> None:
+    info = PngInfo()
+    info.add_itxt(CHUNK, json.dumps(report, ensure_ascii=False), zip=False)
+    Image.fromarray(to_uint8(image)).save(target, format="PNG", pnginfo=info, compress_level=compress_level)
 
 
 def encode_png(image: np.ndarray, report: dict, *, compress_level: int = 4) -> bytes:
-    """PNG bytes of ``image`` (``H×W×3`` or ``H×W×4``) with the report in an iTXt chunk."""
-    info = PngInfo()
-    info.add_itxt(CHUNK, json.dumps(mark_replaced(report), ensure_ascii=False), zip=False)
+    """PNG bytes of ``image`` (``H×W×3`` or ``H×W×4``, float 0..1 or uint8) with the report in an iTXt chunk."""
     buffer = io.BytesIO()
-    Image.fromarray(to_uint8(image)).save(buffer, format="PNG", pnginfo=info, compress_level=compress_level)
+    _save_png(buffer, image, mark_replaced(report), compress_level)
     return buffer.getvalue()
 
 
-def write(png_path: str | Path, image: np.ndarray, report: dict) -> tuple[Path, Path]:
-    """Write ``<stem>.png`` and ``<stem>.json`` atomically; return both paths."""
-    return write_encoded(png_path, encode_png(image, report), report)
+def write(png_path: str | Path, image: np.ndarray, report: dict, *, compress_level: int = 4) -> tuple[Path, Path]:
+    """Write ``<stem>.png`` and ``<stem>.json`` atomically; return both paths.
+
+    The PNG is encoded straight into its temporary file (no copy of the encoded bytes in memory).
+    """
+    png_path = Path(png_path)
+    report = mark_replaced(report)
+    _atomic_write(png_path, lambda handle: _save_png(handle, image, report, compress_level))
+    _write_sidecar(png_path, report)
+    return png_path, png_path.with_suffix(".json")
 
 
 def write_encoded(png_path: str | Path, png: bytes, report: dict) -> tuple[Path, Path]:
     """Write an already encoded report PNG (e.g. a worker's) and its ``.json`` atomically."""
     png_path = Path(png_path)
-    json_path = png_path.with_suffix(".json")
     report = mark_replaced(report)
-    _atomic_write(png_path, png)
-    _atomic_write(json_path, (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
-    return png_path, json_path
+    _atomic_write(png_path, lambda handle: handle.write(png))
+    _write_sidecar(png_path, report)
+    return png_path, png_path.with_suffix(".json")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write_sidecar(png_path: Path, report: dict) -> None:
+    text = (json.dumps(report, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    _atomic_write(png_path.with_suffix(".json"), lambda handle: handle.write(text))
+
+
+def _atomic_write(path: Path, fill) -> None:
+    """``fill(handle)`` writes the file's content into a temporary file beside ``path``, then renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            fill(handle)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_png(source: bytes | str | Path) -> dict:

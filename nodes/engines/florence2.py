@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import imageops
 from ..core.errors import BadInput, MissingDependency, ModelCorrupt
 from ..core.models import safetensors_problem
 from ..core.vocab import CAPTION_TASKS, PRECISIONS
@@ -146,13 +147,12 @@ def resolve_dtype(torch, precision: str, device) -> "torch.dtype":
 
 
 def to_pil(rgb: np.ndarray):
-    """``H×W×3`` float 0..1 → 8-bit RGB PIL image (what the processor expects)."""
+    """``H×W×3`` float 0..1 (or uint8) → 8-bit RGB PIL image (what the processor expects), converted by row bands."""
     from PIL import Image
 
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise BadInput(f"Florence-2 expects an H×W×3 RGB image, got shape {rgb.shape}")
-    array = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
-    return Image.fromarray(np.round(array * 255.0).astype(np.uint8), mode="RGB")
+    return Image.fromarray(imageops.to_uint8(rgb), mode="RGB")
 
 
 # ----------------------------------------------------------------------------- engine

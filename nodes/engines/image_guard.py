@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import BadInput, MissingDependency, ModelCorrupt
+from ..core import imageops
 from ..core.models import safetensors_problem
 from .torch_device import precision_name, release, resolve_device, resolve_dtype, torch_threads
 
@@ -116,12 +117,12 @@ class Preprocessing:
             raise ModelCorrupt(f"image guard {path} is unreadable ({type(exc).__name__}: {exc}) — {FETCH_HINT}") from None
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """``H×W×3`` float 0..1 → ``3×h×w`` float32 model input."""
+        """``H×W×3`` float 0..1 (or uint8) → ``3×h×w`` float32 model input."""
         from PIL import Image
 
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
             raise BadInput(f"the image guard expects an H×W×3 RGB image, got shape {rgb.shape}")
-        pixels = np.round(np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+        pixels = imageops.to_uint8(rgb)
         if self.do_resize:
             resample = getattr(Image.Resampling, PIL_FILTERS.get(self.resample, "BILINEAR"))
             image = Image.fromarray(pixels, mode="RGB").resize((self.width, self.height), resample=resample)
