@@ -105,3 +105,16 @@ def test_resize_to_uint8_is_bilinear_by_row_bands():
     big = imageops.resize_to_uint8(small, 70, 150, rows=16)  # several bands
     expected = np.stack([reference.resize(small[..., c], 70, 150) for c in range(4)], axis=-1)
     np.testing.assert_allclose(big.astype(np.float64), np.round(np.clip(expected, 0, 1) * 255), atol=1.01)
+
+
+def test_rgba_uint8_packs_colour_and_alpha_rounded_band_by_band():
+    rng = np.random.default_rng(4)
+    rows = imageops.BAND_ROWS + 37  # more than one band
+    rgb = rng.random((rows, 11, 3)).astype(np.float32)
+    alpha = rng.random((rows, 11)).astype(np.float32)
+    packed = imageops.rgba_uint8(rgb, alpha)
+    assert packed.dtype == np.uint8 and packed.shape == (rows, 11, 4)
+    expected = np.concatenate([rgb, alpha[..., None]], axis=-1).astype(np.float64) * 255
+    assert np.abs(packed - expected).max() <= 0.5 + 1e-4  # rounded to the nearest level
+    back = imageops.as_float(packed)
+    assert back.dtype == np.float32 and np.abs(back - expected / 255).max() <= 0.5 / 255 + 1e-6

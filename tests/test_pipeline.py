@@ -35,9 +35,12 @@ def test_process_runs_four_stages_on_the_cutout(loaded):
     rgb = np.random.default_rng(0).random((30, 50, 3)).astype(np.float32)
     result = loaded.process(rgb, caption_options=CaptionOptions(max_new_tokens=8), check_options=CheckOptions(threshold=0.5))
     assert result.cutout.shape == (30, 50, 4) and result.alpha.shape == (30, 50)
+    assert result.cutout.dtype == np.uint8  # what the PNG stores, a quarter of the float cutout's memory
     np.testing.assert_array_equal(result.cutout[..., 3], result.alpha)
-    np.testing.assert_allclose(result.alpha, loaded.ben2.matte(rgb))
-    shown = rgb * result.alpha[..., None] + (1 - result.alpha[..., None])  # on white, computed here
+    np.testing.assert_array_equal(result.alpha, np.floor(loaded.ben2.matte(rgb) * 255 + 0.5))
+    np.testing.assert_array_equal(result.cutout[..., :3], np.floor(rgb * 255 + 0.5))
+    colour, alpha = result.cutout[..., :3] / 255.0, result.alpha[..., None] / 255.0
+    shown = colour * alpha + (1 - alpha)  # on white, computed here
     view = caption_view(result.cutout)  # uint8: what the image processors are given
     assert view.dtype == np.uint8
     np.testing.assert_allclose(view, np.round(shown * 255), atol=1)

@@ -320,3 +320,16 @@ def test_a_large_image_is_blurred_at_a_bounded_resolution(monkeypatch):
     edge = blurred[750, 800 - 100:800 + 100, 3].astype(int)
     assert edge.min() < 100 < edge.max() and np.all(np.diff(edge) >= -2)  # its edge fades smoothly over 200 px
     assert report.apply_unsafe_action(rgba, "withhold").max() == 0
+
+
+def test_blurring_a_uint8_cutout_matches_blurring_its_float_values():
+    """The CLI's cutout is uint8 (what the PNG stores): blurring it gives what blurring the same
+    values as floats gives (regression guard against uint8 overflow in the premultiplication)."""
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (90, 120, 4), dtype=np.uint8)
+    rgba[..., 3] = 0
+    rgba[20:70, 30:90, 3] = 255
+    from_uint8 = report.apply_unsafe_action(rgba, "blur")
+    from_float = report.apply_unsafe_action(rgba.astype(np.float32) / 255, "blur")
+    assert from_uint8.dtype == np.uint8
+    assert np.abs(from_uint8.astype(int) - from_float.astype(int)).max() <= 1

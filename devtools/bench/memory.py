@@ -167,15 +167,16 @@ def main(argv: list[str] | None = None) -> int:
                     row["per_mp"] = (seconds - base["seconds"]) / ((pixels - base["pixels"]) / 1e6)
             rows.append(row)
             print(table([row]).splitlines()[-1], flush=True)
-    text = (
-        f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}\n\n"
-        + table(rows)
-        + "\n"
-    )
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    publish(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; Python {platform.python_version()}", table(rows), args.out)
     return 0
+
+
+def publish(header: str, table_text: str, out: str | None) -> None:
+    """Print the header and the Markdown table, and write both to ``out`` when given."""
+    text = f"{header}\n\n{table_text}\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
 
 
 if __name__ == "__main__":

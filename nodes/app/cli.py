@@ -30,6 +30,7 @@ from ..core.errors import CutoutGuardError, ModelMissing
 from ..core.imagefile import DEFAULT_MAX_PIXELS, read_image
 from ..core.models import KINDS, get_kind
 from ..core.results import RESULTS, append_result, load_done, new_entry
+from .stages import DEFAULT_CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,7 @@ def _byte_bar(label: str):
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from ..core import report
-    from .pipeline import CaptionOptions, CheckOptions, CutoutOptions, ModelPaths, Pipeline, devices_for
+    from .pipeline import CaptionOptions, CheckOptions, CutoutOptions, devices_for
 
     out_dir = Path(args.out)
     items, problems = collect_inputs(args.inputs, out_dir)
@@ -182,33 +179,14 @@ def run(args) -> int:
         "check_options": CheckOptions(threshold=args.threshold, policy=args.policy, image_threshold=args.image_threshold),
     }
     try:
-        root = models_root(args)
-        paths = ModelPaths(
-            ben2=resolve_model("ben2", args.ben2, root, allow_download=not args.offline),
-            florence2=resolve_model("florence2", args.florence2, root, allow_download=not args.offline),
-            llama_guard=resolve_model("llama_guard", args.llama_guard, root, allow_download=not args.offline),
-            image_guard=None if args.no_image_check
-            else resolve_model("image_guard", args.image_guard, root, allow_download=not args.offline),
-        )
-        pipeline = Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx)
-    except CutoutGuardError as exc:
+        paths = resolve_paths(args)
+        if args.load == "all":
+            succeeded, failed = run_all_loaded(todo, paths, devices, options, out_dir, args)
+        else:
+            succeeded, failed = run_stage_by_stage(todo, paths, devices, options, out_dir, args)
+    except CutoutGuardError as exc:  # a model that is missing or will not load
         log.error("%s", exc)
         return EXIT_USAGE
-
-    failed = succeeded = 0
-    try:
-        with logging_redirect_tqdm(), tqdm(todo, unit="img", desc="cutout-guard", dynamic_ncols=True) as bar:
-            for item in bar:
-                entry = process_one(item, pipeline, out_dir, options, args, report)
-                append_result(results_path, entry)
-                if entry["error"] is None:
-                    succeeded += 1
-                else:
-                    failed += 1
-                    log.warning("%s: %s", item.label, entry["error"])
-                bar.set_postfix(failed=failed, refresh=False)
-    finally:
-        pipeline.close()
     print(
         f"{succeeded} done, {failed} failed, {skipped} skipped (done before) — reports in {out_dir}, "
         f"one line per image in {results_path}"
@@ -216,7 +194,72 @@ def run(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report) -> dict:
+def resolve_paths(args):
+    """The four models' paths (downloaded when a default is missing, unless ``--offline``)."""
+    from .pipeline import ModelPaths
+
+    root = models_root(args)
+    return ModelPaths(
+        ben2=resolve_model("ben2", args.ben2, root, allow_download=not args.offline),
+        florence2=resolve_model("florence2", args.florence2, root, allow_download=not args.offline),
+        llama_guard=resolve_model("llama_guard", args.llama_guard, root, allow_download=not args.offline),
+        image_guard=None if args.no_image_check
+        else resolve_model("image_guard", args.image_guard, root, allow_download=not args.offline),
+    )
+
+
+def _progress(total: int, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit=unit, desc="cutout-guard", dynamic_ncols=True)
+
+
+def run_all_loaded(todo: list[Item], paths, devices, options: dict, out_dir: Path, args) -> tuple[int, int]:
+    """``--load all``: every model loaded for the whole batch, each image through all stages in turn."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .pipeline import Pipeline
+
+    failed = succeeded = 0
+    with Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx) as pipeline:
+        with logging_redirect_tqdm(), _progress(len(todo), "img") as bar:
+            for item in todo:
+                entry = process_one(item, pipeline, out_dir, options, args)
+                append_result(out_dir / RESULTS, entry)
+                if entry["error"] is None:
+                    succeeded += 1
+                else:
+                    failed += 1
+                    log.warning("%s: %s", item.label, entry["error"])
+                bar.update(1)
+                bar.set_postfix(failed=failed, refresh=False)
+    return succeeded, failed
+
+
+def run_stage_by_stage(todo: list[Item], paths, devices, options: dict, out_dir: Path, args) -> tuple[int, int]:
+    """``--load one`` (the default): one model in memory at a time, the batch in chunks (see app/stages.py)."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from .pipeline import Pipeline
+    from .stages import run_by_stages
+
+    def load(engines):
+        return Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx, engines=engines)
+
+    def finish(item, result, pipeline) -> None:
+        entry = new_entry(item.label, item.output)
+        write_report(item, result, pipeline, out_dir, options, args, entry)
+        append_result(out_dir / RESULTS, entry)
+
+    stages = 4 if paths.image_guard is not None else 3
+    with logging_redirect_tqdm(), _progress(len(todo) * stages, "step") as bar:
+        return run_by_stages(
+            todo, load=load, finish=finish, out_dir=out_dir, chunk=args.chunk, progress=bar,
+            options={**options, "max_pixels": args.max_pixels, "image_check": paths.image_guard is not None},
+        )
+
+
+def process_one(item: Item, pipeline, out_dir: Path, options: dict, args) -> dict:
     """Run one image and write its report; the results.jsonl entry (``error`` set on failure).
 
     ``options``: the ``*_options`` keywords of ``Pipeline.process``.
@@ -225,30 +268,36 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, report
     start = time.perf_counter()
     try:
         result = pipeline.process(read_image(item.source, max_pixels=args.max_pixels), **options)  # holds no copy
-        seconds = dict(result.seconds)
-        seconds["total"] = time.perf_counter() - start
-        record = make_record(result, pipeline, options["caption_options"], args, seconds, report)
-        shown = result.cutout if record["safe"] is True else report.apply_unsafe_action(result.cutout, args.unsafe_action)
-        png_path = out_dir / item.output
-        png_path.parent.mkdir(parents=True, exist_ok=True)
-        report.write(png_path, shown, record)
+        write_report(item, result, pipeline, out_dir, options, args, entry)
     except CutoutGuardError as exc:
         entry["error"] = str(exc)
     except Exception as exc:  # one bad image must not end an overnight batch
         log.debug("failure on %s", item.label, exc_info=True)
         entry["error"] = f"{type(exc).__name__}: {exc}"
-    else:
-        entry.update(
-            caption=record["caption"],
-            verdict="safe" if record["safe"] is True else "unsafe",
-            image=record["image"],
-            text=record["text"],
-            seconds=record["seconds"],
-            replaced_text=record.get("replaced_text"),
-        )
     if entry["error"] is not None:
         entry["seconds"] = {"total": round(time.perf_counter() - start, 4)}
     return entry
+
+
+def write_report(item: Item, result, pipeline, out_dir: Path, options: dict, args, entry: dict) -> None:
+    """Write one processed image's report PNG + ``.json`` (the unsafe action applied) and fill its
+    ``results.jsonl`` line ``entry``; ``seconds["total"]`` is the sum of the stages'."""
+    from ..core import report
+
+    seconds = {**result.seconds, "total": sum(result.seconds.values())}
+    record = make_record(result, pipeline, options["caption_options"], args, seconds, report)
+    shown = result.cutout if record["safe"] is True else report.apply_unsafe_action(result.cutout, args.unsafe_action)
+    png_path = out_dir / item.output
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    report.write(png_path, shown, record)
+    entry.update(
+        caption=record["caption"],
+        verdict="safe" if record["safe"] is True else "unsafe",
+        image=record["image"],
+        text=record["text"],
+        seconds=record["seconds"],
+        replaced_text=record.get("replaced_text"),
+    )
 
 
 def make_record(result, pipeline, caption_options, args, seconds: dict, report) -> dict:
@@ -359,6 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unsafe-action", choices=vocab.UNSAFE_ACTIONS, default="blur", help="what the saved PNG shows when unsafe (default: %(default)s, as in the Save Cutout Report node)")
     p.add_argument("--threads", type=int, default=vocab.DEFAULT_THREADS, help="CPU threads, 0 = the CPUs this process may use (default)")
     p.add_argument("--n-ctx", type=int, default=2048, help="Llama Guard context in tokens (default: %(default)s)")
+    p.add_argument("--load", choices=("one", "all"), default="one",
+                   help="one: one model in memory at a time, the images going stage by stage in chunks of --chunk "
+                        "(peak memory of the largest model, not of all four); all: every model loaded for the whole batch (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, metavar="N",
+                   help="with --load one: images per chunk; each model loads once per chunk (default: %(default)s)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse images with more pixels, checked before decoding; the default fits a 4 GB worker (default: %(default)s)")
     remote = p.add_argument_group("on RunPod endpoints (instead of this machine; the endpoint's workflow sets the models and devices)")
     remote.add_argument("--endpoint", metavar="NAME|auto", help="send every image as a job to this endpoint of the policy (cpu, gpu), or auto: the policy's rules for a batch request")

@@ -107,7 +107,7 @@ class CheckOptions:
 
 @dataclass(frozen=True)
 class Result:
-    """One processed image. ``cutout`` is ``H×W×4`` float 0..1, ``alpha`` ``H×W``."""
+    """One processed image. ``cutout`` is ``H×W×4`` uint8 RGBA, ``alpha`` ``H×W`` uint8 (its fourth channel)."""
 
     cutout: np.ndarray
     alpha: np.ndarray
@@ -166,12 +166,12 @@ _malloc_trim = None
 
 
 def caption_view(cutout: np.ndarray, color: str = CAPTION_COLOR) -> np.ndarray:
-    """The RGBA cutout as it is shown: composited on ``color``, ``H×W×3`` uint8 (what the image
-    processors are given), made a band of rows at a time so no full-size float copy is needed."""
+    """The RGBA cutout (uint8 or float 0..1) as it is shown: composited on ``color``, ``H×W×3`` uint8
+    (what the image processors are given), made a band of rows at a time so no full-size float copy is needed."""
     fill = imageops.parse_color(color)
     view = np.empty((*cutout.shape[:2], 3), np.uint8)
     for top in range(0, cutout.shape[0], imageops.BAND_ROWS):
-        band = cutout[top : top + imageops.BAND_ROWS]
+        band = imageops.as_float(cutout[top : top + imageops.BAND_ROWS])
         imageops.to_uint8(imageops.cutout(band[..., :3], band[..., 3], color=fill), out=view[top : top + imageops.BAND_ROWS])
     return view
 
@@ -201,12 +201,14 @@ class Pipeline:
         repack: bool | None = None,
         order: tuple[str, ...] = LOAD_ORDER,
         around: Around = _nothing,
+        engines: tuple[str, ...] = ENGINES,
     ) -> "Pipeline":
         """Load BEN2, the image guard (when it has a path), Florence-2 and Llama Guard once (seconds per
         load in ``load_seconds``).
 
         ``repack``: llama.cpp's repacked weight copy (see ``LlamaGuard.load``); ``order``: the load
-        order (a permutation of ``ENGINES``); ``around(name)``: a context entered around each load.
+        order (a permutation of ``ENGINES``); ``around(name)``: a context entered around each load;
+        ``engines``: load only these (the batch run stage by stage holds one at a time; the others are None).
         """
         loaded: dict[str, object] = {}
         seconds: dict[str, float] = {}
@@ -219,7 +221,7 @@ class Pipeline:
         if sorted(order) != sorted(ENGINES):
             raise ValueError(f"load order must name each of {', '.join(ENGINES)} once, got {order}")
         try:
-            for name in (n for n in order if getattr(paths, n) is not None):
+            for name in (n for n in order if n in engines and getattr(paths, n) is not None):
                 with around(name):
                     start = time.perf_counter()
                     loaded[name] = loaders[name]()
@@ -229,16 +231,19 @@ class Pipeline:
                 engine.close()
             raise
         log.info("Loaded the pipeline in %.1f s (%s)", sum(seconds.values()), ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
-        return cls(loaded["ben2"], loaded["florence2"], loaded["llama_guard"], paths=paths, devices=devices,
+        return cls(loaded.get("ben2"), loaded.get("florence2"), loaded.get("llama_guard"), paths=paths, devices=devices,
                    load_seconds=seconds, image_guard=loaded.get("image_guard"))
 
     # -- stages, each callable alone (the benchmark times them apart) ----------------------
 
     def cut_out(self, rgb: np.ndarray, options: CutoutOptions = CutoutOptions()) -> tuple[np.ndarray, np.ndarray]:
-        """``H×W×3`` → (RGBA cutout ``H×W×4``, alpha ``H×W``: a view of the cutout's fourth channel)."""
+        """``H×W×3`` → (RGBA cutout ``H×W×4`` uint8, alpha ``H×W`` uint8: a view of the cutout's fourth channel).
+
+        uint8 is what the report PNG stores; the float cutout would take four times the memory.
+        """
         alpha = self.ben2.matte(rgb, mask_values=options.mask_values)
         self._trim()
-        cutout = imageops.cutout(rgb, alpha)
+        cutout = imageops.rgba_uint8(rgb, alpha)
         return cutout, cutout[..., 3]
 
     def check_image(self, cutout: np.ndarray, options: CheckOptions = CheckOptions()):

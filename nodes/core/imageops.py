@@ -162,6 +162,24 @@ def resize_to_uint8(image: np.ndarray, width: int, height: int, *, rows: int = B
     return out
 
 
+def rgba_uint8(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The ``H×W×3`` float 0..1 image with its ``H×W`` alpha as one ``H×W×4`` uint8 RGBA image, made a
+    band of rows at a time (a quarter of the memory of the float cutout, and what the PNG stores)."""
+    out = np.empty((*image.shape[:2], 4), np.uint8)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        rows = slice(top, top + BAND_ROWS)
+        to_uint8(image[rows], out=out[rows, :, :3])
+        to_uint8(alpha[rows], out=out[rows, :, 3])
+    return out
+
+
+def as_float(image: np.ndarray) -> np.ndarray:
+    """A uint8 image (or band) as float32 0..1; a float image passes through."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) * np.float32(1 / 255)
+    return image
+
+
 def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3``.
 

@@ -223,7 +223,7 @@ BLUR_MAX_SIDE = 1024  # the unsafe blur is computed at most this many pixels wid
 
 
 def apply_unsafe_action(image: np.ndarray, action: str) -> np.ndarray:
-    """``H×W×C`` float 0..1 image as it may be shown when judged unsafe: ``keep`` returns it,
+    """``H×W×C`` image (uint8, or float 0..1) as it may be shown when judged unsafe: ``keep`` returns it,
     ``withhold`` and ``blur`` return a new ``uint8`` image (RGBA for withhold and for RGBA input)."""
     if action == "keep":
         return image
@@ -235,7 +235,7 @@ def apply_unsafe_action(image: np.ndarray, action: str) -> np.ndarray:
 
 
 def blur(image: np.ndarray) -> np.ndarray:
-    """A near-Gaussian blur hiding the content of an ``H×W×C`` float 0..1 image; ``uint8``, same shape.
+    """A near-Gaussian blur hiding the content of an ``H×W×C`` image (uint8, or float 0..1); ``uint8``, same shape.
 
     Three box blurs a sixteenth of the longer side wide, computed on the image shrunk to at most
     ``BLUR_MAX_SIDE`` pixels a side (a blur that wide loses nothing at that resolution), then
@@ -247,15 +247,17 @@ def blur(image: np.ndarray) -> np.ndarray:
     scale = min(1.0, BLUR_MAX_SIDE / max(height, width))
     small_w, small_h = max(1, round(width * scale)), max(1, round(height * scale))
     channels = image.shape[-1]
-    alpha = image[..., 3] if channels == 4 else None
     small = np.empty((small_h, small_w, channels), np.float32)
     for c in range(channels):
-        plane = image[..., c] if alpha is None or c == 3 else image[..., c] * alpha
+        plane = imageops.as_float(image[..., c])  # one full-size float plane at a time
+        if channels == 4 and c < 3:
+            plane = plane * imageops.as_float(image[..., 3])
         small[..., c] = imageops.resize_plane(plane, small_w, small_h)
+        del plane
     box = max(4, max(small_h, small_w) // 16)  # box width; three passes blur like a Gaussian
     for _ in range(3):
         imageops.box_blur(small, box, out=small)
-    if alpha is not None:
+    if channels == 4:
         coverage = small[..., 3:4]
         hidden = np.broadcast_to(coverage <= 1e-6, small[..., :3].shape)
         np.divide(small[..., :3], coverage, out=small[..., :3], where=~hidden)
