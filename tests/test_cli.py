@@ -525,3 +525,21 @@ def test_stage_peak_memory_is_read_per_stage():
     del block
     assert during - before >= 60 * 2**20
     assert stages.reset_peak_memory() and stages.peak_memory() < during  # a new window starts below the old peak
+    peaks = stages.StagePeaks()
+    with peaks.around("big"):
+        block = np.ones(96 * 2**20, np.uint8)
+        del block
+    with peaks.around("small"):
+        pass
+    assert peaks.peaks["big"] - peaks.peaks["small"] >= 90 * 2**20
+    assert peaks.summary().startswith("big ") and "GiB" in peaks.summary()
+
+
+@pytest.mark.parametrize("load", ["one", "all"])
+def test_the_run_logs_each_stages_peak_memory(models, tmp_path, caplog, load):
+    photo(1).save(tmp_path / "a.png")
+    with caplog.at_level("INFO"):
+        assert run(models, tmp_path / "a.png", "--out", tmp_path / "out", "--load", load) == 0
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("peak memory by stage:"))
+    for stage in ("cutout", "image_check", "caption", "safety_check"):
+        assert f"{stage} " in line

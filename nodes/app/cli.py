@@ -30,7 +30,7 @@ from ..core.errors import CutoutGuardError, ModelMissing
 from ..core.imagefile import DEFAULT_MAX_PIXELS, read_image
 from ..core.models import KINDS, get_kind
 from ..core.results import RESULTS, append_result, load_done, new_entry
-from .stages import DEFAULT_CHUNK
+from .stages import DEFAULT_CHUNK, StagePeaks
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +221,13 @@ def run_all_loaded(todo: list[Item], paths, devices, options: dict, out_dir: Pat
     from .pipeline import Pipeline
 
     failed = succeeded = 0
-    with Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx) as pipeline:
+    peaks = StagePeaks()
+    with peaks.around("load"):
+        pipeline = Pipeline.load(paths, devices=devices, threads=args.threads or None, n_ctx=args.n_ctx)
+    with pipeline:
         with logging_redirect_tqdm(), _progress(len(todo), "img") as bar:
             for item in todo:
-                entry = process_one(item, pipeline, out_dir, options, args)
+                entry = process_one(item, pipeline, out_dir, options, args, around=peaks.around)
                 append_result(out_dir / RESULTS, entry)
                 if entry["error"] is None:
                     succeeded += 1
@@ -233,7 +236,13 @@ def run_all_loaded(todo: list[Item], paths, devices, options: dict, out_dir: Pat
                     log.warning("%s: %s", item.label, entry["error"])
                 bar.update(1)
                 bar.set_postfix(failed=failed, refresh=False)
+    log_peaks(peaks)
     return succeeded, failed
+
+
+def log_peaks(peaks) -> None:
+    if peaks.peaks:
+        log.info("peak memory by stage: %s", peaks.summary())
 
 
 def run_stage_by_stage(todo: list[Item], paths, devices, options: dict, out_dir: Path, args) -> tuple[int, int]:
@@ -252,22 +261,26 @@ def run_stage_by_stage(todo: list[Item], paths, devices, options: dict, out_dir:
         append_result(out_dir / RESULTS, entry)
 
     stages = 4 if paths.image_guard is not None else 3
+    peaks = StagePeaks()
     with logging_redirect_tqdm(), _progress(len(todo) * stages, "step") as bar:
-        return run_by_stages(
-            todo, load=load, finish=finish, out_dir=out_dir, chunk=args.chunk, progress=bar,
+        counts = run_by_stages(
+            todo, load=load, finish=finish, out_dir=out_dir, chunk=args.chunk, progress=bar, peaks=peaks,
             options={**options, "max_pixels": args.max_pixels, "image_check": paths.image_guard is not None},
         )
+    log_peaks(peaks)
+    return counts
 
 
-def process_one(item: Item, pipeline, out_dir: Path, options: dict, args) -> dict:
+def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, around=None) -> dict:
     """Run one image and write its report; the results.jsonl entry (``error`` set on failure).
 
-    ``options``: the ``*_options`` keywords of ``Pipeline.process``.
+    ``options``: the ``*_options`` keywords of ``Pipeline.process``; ``around``: its stage hook.
     """
     entry = new_entry(item.label, item.output)
     start = time.perf_counter()
+    hook = {} if around is None else {"around": around}
     try:
-        result = pipeline.process(read_image(item.source, max_pixels=args.max_pixels), **options)  # holds no copy
+        result = pipeline.process(read_image(item.source, max_pixels=args.max_pixels), **options, **hook)  # holds no copy
         write_report(item, result, pipeline, out_dir, options, args, entry)
     except CutoutGuardError as exc:
         entry["error"] = str(exc)
