@@ -16,7 +16,7 @@ from cutout_guard.comfyui.ben2_nodes import RemoveBackground
 from cutout_guard.comfyui.florence2_nodes import Caption
 from cutout_guard.comfyui.handle import ModelHandle
 from cutout_guard.comfyui.report_nodes import SaveReport
-from cutout_guard.core import report
+from cutout_guard.core import imageops, report
 from cutout_guard.core.errors import BadInput
 from cutout_guard.core.text import encodable
 
@@ -74,12 +74,17 @@ def test_save_report_zero_height_or_width_is_a_clear_error(output_dir, shape):
         SaveReport().save([torch.zeros(shape)], ["x/report"], ["blur"])
 
 
-def test_frame_does_not_change_the_input_tensor():
-    image = torch.rand(1, 6, 5, 4) * 1.5  # values over 1 are clipped in the frame, not in the tensor
+def test_frames_clip_without_changing_the_input_tensor():
+    image = torch.rand(1, 300, 5, 4) * 1.5  # values over 1 are clipped in what is computed, not in the tensor
     before = image.clone()
-    shown = tensors.shown_frame(image, 0, np.ones(3, np.float32))  # composites in place of its own copy
-    tensors.frame(image, 0)
-    assert shown.max() <= 1.0
+    shown = tensors.shown_frame(image, 0, np.ones(3, np.float32))  # uint8, composited band by band
+    array = np.clip(before[0].numpy().astype(np.float64), 0.0, 1.0)
+    expected = np.round((array[..., :3] * array[..., 3:] + (1.0 - array[..., 3:])) * 255)  # on white, computed here
+    assert shown.dtype == np.uint8 and np.abs(shown - expected).max() <= 1
+    view = tensors.colour_view(image, 0)  # BEN2's input: no copy
+    assert np.shares_memory(view, image.numpy())
+    cutout = imageops.cutout(view, np.ones(view.shape[:2], np.float32))
+    assert cutout[..., :3].max() <= 1.0 and np.allclose(cutout[..., :3], array[..., :3])
     assert torch.equal(image, before)
 
 

@@ -1,10 +1,17 @@
-"""Peak memory of a real ComfyUI server running a CPU workflow on a large image, with tiny models.
+"""Peak memory of a real ComfyUI server running a CPU workflow, on large images with tiny models or
+on models of the real shapes.
 
     COMFYUI_DIR=… COMFYUI_PYTHON=… python -m devtools.bench.comfyui_memory [--megapixels 1,48] [--workflow cutout_caption_safety]
+    COMFYUI_DIR=… COMFYUI_PYTHON=… python -m devtools.bench.comfyui_memory --megapixels 1 --ben2 BEN2.onnx --guard 1b --keep-loaded false
+
+``--ben2 PATH`` switches to models of the real shapes with random weights (that BEN2 graph, and
+the benchmark's Florence-2-base, ViT-B/16 image guard and Llama Guard GGUF of ``--guard``'s shape);
+``--keep-loaded`` sets every loader's ``keep_loaded`` (the workflows ship ``true``).
 
 For each size a fresh ComfyUI (``--cpu``, this checkout installed as a custom node, as the
 real-ComfyUI tests start it) gets one generated PNG, runs the workflow from ``workflows_cpu/``
-with the tiny models, and the server's peak resident memory (``VmHWM`` of its process) is read
+with the tiny models and the text check's threshold at 0 (every image unsafe, so the saved image
+is blurred as the workflow's Save Cutout Report does for unsafe images), and the server's peak resident memory (``VmHWM`` of its process) is read
 once the prompt is done. ComfyUI's own ``LoadImage`` makes the float32 IMAGE tensor (12 bytes per
 pixel) and its mask (4); what the pack's nodes add shows as the rest of the growth over the
 smallest size, in bytes per extra pixel.
@@ -35,17 +42,54 @@ def peak_rss(pid: int) -> int:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-def measure(comfy_dir: Path, python: str, image: Path, workflow: str, models: Path) -> tuple[int, float]:
+FOLDERS = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "LLM",
+           "CutoutGuardLoadImageGuard": "image_guard"}
+KINDS = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "llama_guard",
+         "CutoutGuardLoadImageGuard": "image_guard"}
+
+
+def shaped_models(cache: Path, ben2: str, guard: str) -> dict[str, Path]:
+    """The real-shaped random-weight models by loader node (built once by the benchmark's builders)."""
+    from .pipeline import build_models
+
+    paths = build_models(cache, guard=guard, florence2="base", ben2=ben2)
+    return {node: Path(paths[kind]) for node, kind in KINDS.items()}
+
+
+def prompt_for(workflow: str, image_name: str, shaped: dict[str, Path] | None, keep_loaded: bool | None) -> dict:
+    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / f"{workflow}.api.json").read_text()), image_name)
+    for node in prompt.values():
+        if shaped and node["class_type"] in shaped:
+            node["inputs"]["model"] = shaped[node["class_type"]].name
+        if keep_loaded is not None and "keep_loaded" in node["inputs"]:
+            node["inputs"]["keep_loaded"] = keep_loaded
+        if node["class_type"] == "CutoutGuardSafetyCheck":
+            node["inputs"]["threshold"] = 0.0  # every image unsafe, so the report's unsafe action (blur) really runs
+    return prompt
+
+
+def link_models(server: ComfyUI, tiny: Path, shaped: dict[str, Path] | None) -> None:
+    for folder in tiny.iterdir():
+        for item in folder.iterdir():
+            (server.models_root / folder.name / item.name).symlink_to(item, target_is_directory=item.is_dir())
+    for node, path in (shaped or {}).items():
+        target = server.models_root / FOLDERS[node] / path.name
+        if not target.exists():
+            target.symlink_to(path, target_is_directory=path.is_dir())
+        if path.suffix == ".onnx" and path.with_name(path.name + ".data").exists():  # external weights beside the graph
+            target.with_name(path.name + ".data").symlink_to(path.with_name(path.name + ".data"))
+
+
+def measure(comfy_dir: Path, python: str, image: Path, workflow: str, models: Path,
+            shaped: dict[str, Path] | None = None, keep_loaded: bool | None = None) -> tuple[int, float]:
     """(server peak RSS in bytes, seconds of the prompt) for one image in a fresh ComfyUI."""
     with tempfile.TemporaryDirectory(prefix="cutout-guard-comfy-mem-") as base:
         server = ComfyUI(comfy_dir, Path(base), python=python)
         try:
-            for folder in models.iterdir():
-                target = server.models_root / folder.name
-                for item in folder.iterdir():
-                    (target / item.name).symlink_to(item, target_is_directory=item.is_dir())
-            name = server.upload_image(image)
-            prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / f"{workflow}.api.json").read_text()), name)
+            link_models(server, models, shaped)
+            name = image.name
+            (server.input_dir / name).symlink_to(image)  # over the upload size limit at 48 MP
+            prompt = prompt_for(workflow, name, shaped, keep_loaded)
             start = time.perf_counter()
             server.run(prompt, timeout=1800)
             return peak_rss(server.process.pid), time.perf_counter() - start
@@ -58,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--megapixels", default="1,48", help="image sizes from %s (default: %%(default)s)" % sorted(SIZES))
     parser.add_argument("--workflow", default="cutout_caption_safety", help="a workflow of workflows_cpu/ (default: %(default)s)")
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "cutout-guard-bench-comfyui-memory"))
+    parser.add_argument("--ben2", metavar="PATH", help="models of the real shapes: this BEN2 graph (its real architecture) and the benchmark's others")
+    parser.add_argument("--guard", default="1b", help="with --ben2: Llama Guard shape 1b or 8b (default: %(default)s)")
+    parser.add_argument("--keep-loaded", choices=("true", "false"), help="every loader's keep_loaded (default: as the workflow)")
+    parser.add_argument("--bench-cache", default=os.environ.get("CUTOUT_GUARD_BENCH_CACHE", str(Path.home() / ".cache" / "cutout-guard-bench")),
+                        help="where the real-shaped models are built")
     parser.add_argument("--out", help="also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
     comfy_dir = os.environ.get("COMFYUI_DIR")
@@ -67,18 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     cache = Path(args.cache)
     models = cache / "models"
     build_tiny_models(models)
+    shaped = shaped_models(Path(args.bench_cache), args.ben2, args.guard) if args.ben2 else None
+    keep_loaded = None if args.keep_loaded is None else args.keep_loaded == "true"
     lines = ["| pixels | server peak RSS (MiB) | extra B/pixel over the smallest | seconds |", "|---:|---:|---:|---:|"]
     base = None
     for mp in (int(s) for s in args.megapixels.split(",")):
         width, height = SIZES[mp]
         image = write_image(cache / f"{mp}mp.png", width, height)
-        rss, seconds = measure(Path(comfy_dir), python, image, args.workflow, models)
+        rss, seconds = measure(Path(comfy_dir), python, image, args.workflow, models, shaped, keep_loaded)
         pixels = width * height
         per_pixel = "—" if base is None else f"{(rss - base[1]) / (pixels - base[0]):.1f}"
         base = base or (pixels, rss)
         lines.append(f"| {pixels:,} | {rss / 2**20:,.0f} | {per_pixel} | {seconds:.1f} |")
         print(lines[-1], flush=True)
-    publish(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; workflow {args.workflow}", "\n".join(lines), args.out)
+    what = f"real shapes (BEN2 {Path(args.ben2).name}, guard {args.guard})" if shaped else "tiny models"
+    publish(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; workflow {args.workflow}, {what}, keep_loaded {args.keep_loaded or 'as shipped'}", "\n".join(lines), args.out)
     return 0
 
 

@@ -100,10 +100,10 @@ class RemoveBackground:
             for index in range(count):
                 host.check_interrupt()
                 start = time.perf_counter()
-                rgb = tensors.frame(image, index)
+                rgb = tensors.colour_view(image, index)  # no copy: the cutout below clips into its own output
                 alpha = model.matte(rgb, mask_values=mask_values)
                 if refine_foreground:
-                    rgb = imageops.estimate_foreground(rgb, alpha)
+                    rgb = imageops.estimate_foreground(np.clip(rgb, 0.0, 1.0), alpha)
                 imageops.cutout(rgb, alpha, color=fill, out=cutouts[index])
                 alphas[index] = alpha
                 reports.append(run_report(index, "cutout", time.perf_counter() - start, ben2.info))

@@ -9,7 +9,6 @@ removal nodes; ComfyUI's own LoadImage mask is the opposite (1 − alpha). Engin
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import numpy as np
 
@@ -67,27 +66,28 @@ def frame_array(image, index: int) -> np.ndarray:
     return image[index].detach().to("cpu").float().numpy()
 
 
-def frame(image, index: int) -> np.ndarray:
-    """Image ``index`` of a batch as ``H×W×3`` float32 RGB in 0..1 (alpha dropped, grey expanded)."""
+def colour_view(image, index: int) -> np.ndarray:
+    """Image ``index`` as ``H×W×3`` float32 colour without a copy where the tensor allows (an RGB or
+    RGBA float32 CPU tensor): values are not clipped — the engines clip what they compute from it."""
     array = frame_array(image, index)
     if array.shape[-1] == 1:
-        array = np.repeat(array, 3, axis=-1)
-    return np.clip(array[..., :3], 0.0, 1.0).astype(np.float32, copy=False)
+        return np.repeat(array, 3, axis=-1)
+    return array[..., :3]
 
 
 def shown_frame(image, index: int, background: np.ndarray) -> np.ndarray:
-    """Image ``index`` as it is seen, ``H×W×3`` float32: an RGBA frame composited over ``background``
-    (a cutout keeps the removed background's colours under alpha 0; dropping alpha would show them)."""
-    rgb = frame(image, index)
-    if image.shape[-1] != 4:
-        return rgb
-    alpha = np.clip(frame_array(image, index)[..., 3], 0.0, 1.0)
-    return imageops.cutout(rgb, alpha, color=background, out=rgb)
-
-
-def frames(image, where: str = "IMAGE input") -> Iterator[np.ndarray]:
-    for index in range(batch_size(image, where)):
-        yield frame(image, index)
+    """Image ``index`` as it is seen, ``H×W×3`` uint8 (what the image processors take): an RGBA
+    frame composited over ``background`` (a cutout keeps the removed background's colours under
+    alpha 0; dropping alpha would show them). Made a band of rows at a time: no full-size float copy."""
+    array = frame_array(image, index)
+    shown = np.empty((*array.shape[:2], 3), np.uint8)
+    for top in range(0, array.shape[0], imageops.BAND_ROWS):
+        band = array[top : top + imageops.BAND_ROWS]
+        rgb = np.clip(np.repeat(band, 3, axis=-1) if band.shape[-1] == 1 else band[..., :3], 0.0, 1.0)
+        if band.shape[-1] == 4:
+            imageops.cutout(rgb, np.clip(band[..., 3], 0.0, 1.0), color=background, out=rgb)
+        imageops.to_uint8(rgb, out=shown[top : top + imageops.BAND_ROWS])
+    return shown
 
 
 def _batch(arrays) -> np.ndarray:

@@ -181,7 +181,7 @@ def as_float(image: np.ndarray) -> np.ndarray:
 
 
 def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3``.
+    """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3`` (clipped to 0..1 here).
 
     ``out`` (``H×W×4`` or ``H×W×3`` float32, which may be ``image`` itself when compositing)
     receives the result without another full-size copy.
@@ -190,10 +190,12 @@ def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = N
         out = np.empty((*image.shape[:2], 4 if color is None else 3), np.float32)
     if color is None:
         out[..., :3] = image
+        np.clip(out[..., :3], 0.0, 1.0, out=out[..., :3])
         out[..., 3] = alpha
         return out
     if out is not image:
         out[...] = image
+    np.clip(out, 0.0, 1.0, out=out)
     color = color.reshape(1, 1, 3).astype(np.float32)
     out -= color  # (c - k)·a + k, in place
     out *= alpha[..., None]

@@ -31,7 +31,7 @@ def preprocess(rgb: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """``H×W×3`` float 0..1 → ``[1,3,size,size]`` float32."""
     rgb = rgb.astype(np.float32, copy=False)
     resized = rgb if rgb.shape[:2] == (size, size) else imageops.resize(rgb, size, size)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None])
+    return np.ascontiguousarray(np.clip(resized, 0.0, 1.0).transpose(2, 0, 1)[None])  # clipped at the model's size
 
 
 def check_mask_values(mask_values: str) -> None:
