@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cutout_guard.core import cpu
 from cutout_guard.engines import florence2 as engine
 from cutout_guard.engines.florence2 import Florence2
 from cutout_guard.core.errors import BadInput, DeviceUnavailable, ModelCorrupt
@@ -94,7 +95,8 @@ def test_stage_timings_come_from_the_hooks_and_change_nothing(loaded):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_on_cpu_runs_fp32_and_says_so(tiny, caplog, precision):
+def test_half_precision_on_cpu_runs_fp32_and_says_so(tiny, caplog, monkeypatch, precision):
+    monkeypatch.setattr(cpu, "cpu_flags", lambda *a: frozenset({"avx2", "fma"}))  # a CPU without a bf16 unit
     caplog.set_level(logging.INFO, logger="cutout_guard")
     model = Florence2.load(tiny, precision=precision, device="cpu")
     try:

@@ -55,3 +55,41 @@ def resolve_threads(threads: int | None) -> int:
     if threads is not None and threads > 0:
         return int(threads)
     return cpu_quota()
+
+
+# ----------------------------------------------------------------------------- vector features
+
+CPUINFO = Path("/proc/cpuinfo")
+BF16_UNITS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX-512-BF16"}  # /proc/cpuinfo flag → its name
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path) -> str | None:
+    """The value of the first ``name : value`` line of ``/proc/cpuinfo``; None when absent or unreadable."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The feature flags of the first processor in ``/proc/cpuinfo`` (``avx2``, ``amx_bf16``, …).
+
+    Empty where the file cannot be read or lists no ``flags`` line (not Linux, or not x86): no
+    feature is then assumed.
+    """
+    return frozenset((_cpuinfo_field("flags", cpuinfo) or "").split())
+
+
+def cpu_model_name(cpuinfo: Path = CPUINFO) -> str | None:
+    """The processor's name as ``/proc/cpuinfo`` gives it (``AMD EPYC``); None when it gives none."""
+    return _cpuinfo_field("model name", cpuinfo)
+
+
+def bf16_units(flags: frozenset[str] | set[str]) -> tuple[str, ...]:
+    """The bf16 matrix units among ``flags``, by name (``("AMX-BF16", "AVX-512-BF16")``); empty when none."""
+    return tuple(name for flag, name in BF16_UNITS.items() if flag in flags)
