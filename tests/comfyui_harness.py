@@ -1,4 +1,4 @@
-"""Start a real ComfyUI (``--cpu``) with this pack installed, and drive it over its HTTP API.
+"""Start a real ComfyUI (``--cpu`` unless asked for its GPU) with this pack installed, and drive it over its HTTP API.
 
 Needs ``COMFYUI_DIR`` (a ComfyUI checkout); ``COMFYUI_PYTHON`` names the Python that runs it
 (default: the current one); ``COMFYUI_FRONTEND_ROOT`` optionally serves another frontend build
@@ -68,7 +68,7 @@ def _free_port() -> int:
 
 
 class ComfyUI:
-    def __init__(self, comfy_dir: Path, base: Path, *, python: str | None = None, start_timeout: float = 180):
+    def __init__(self, comfy_dir: Path, base: Path, *, python: str | None = None, start_timeout: float = 180, cpu: bool = True):
         self.comfy_dir = Path(comfy_dir)
         self.base = base
         self.models_root = base / "extra_models"
@@ -90,7 +90,7 @@ class ComfyUI:
         env = {k: v for k, v in os.environ.items() if not k.startswith("COMFYUI_")}
         env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
         command = [
-            python or sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            python or sys.executable, "main.py", *(["--cpu"] if cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(base), "--extra-model-paths-config", str(config),
             "--disable-auto-launch", "--dont-print-server",
         ]
