@@ -42,6 +42,7 @@ BUDGET_S = 450  # the whole check stays under 8 minutes
 CHECKS = ("onnxruntime_cuda", "florence2_fp16", "llama_offload", "comfyui", "bench")
 NO_GPU = ("gpu_check: this machine has no NVIDIA GPU (nvidia-smi lists none and the driver reports none) — "
           "run it on a machine with an NVIDIA GPU; nothing was checked")
+MASK_TOLERANCE = 0.01  # CUDA may run the convolutions in TF32; a mask is stored in 8 bits (1/255 = 0.004)
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 
 
@@ -117,9 +118,9 @@ def check_onnxruntime_cuda(work: Path) -> list[Row]:
     cpu = Ben2.load(path, provider="CPU")
     rgb = _random_images(1)[0]
     difference = float(np.abs(gpu.matte(rgb, mask_values="raw") - cpu.matte(rgb, mask_values="raw")).max())
-    ok = chosen[0] == "CUDAExecutionProvider" and strict.get_providers()[0] == "CUDAExecutionProvider" and difference < 1e-3
+    ok = chosen[0] == "CUDAExecutionProvider" and strict.get_providers()[0] == "CUDAExecutionProvider" and difference < MASK_TOLERANCE
     detail = (f"onnxruntime {ort.__version__}: session providers {chosen}; a session with CPU fallback disabled "
-              f"builds; mask max |CUDA - CPU| {difference:.1e}")
+              f"builds; mask max |CUDA - CPU| {difference:.1e} (limit {MASK_TOLERANCE})")
     return [Row("onnxruntime_cuda", "pass" if ok else "fail", detail, time.perf_counter() - start)]
 
 
@@ -239,10 +240,11 @@ def check_bench(work: Path, timeout: float) -> list[Row]:
     command = [sys.executable, "-m", "cutout_guard", "bench", "--preset", "cuda", "--runs", "1", "--warmup", "1",
                "--florence2", str(florence2_base(work)), "--cache", str(work / "bench-cache"), "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=max(1.0, timeout - 5), cwd=REPO)
-    try:
-        cuda = json.loads(done.stdout)["results"]["cuda"]
+    lines = done.stdout.splitlines()
+    try:  # --json prints the document last, from a line "{" on
+        cuda = json.loads("\n".join(lines[lines.index("{"):]))["results"]["cuda"]
         stages = {stage: round(values["median_s"], 2) for stage, values in cuda["stages"].items()}
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         cuda, stages = None, None
     ok = done.returncode == 0 and cuda is not None
     detail = (f"`cutout-guard bench --preset cuda --runs 1`: seconds per stage {stages}" if ok
