@@ -23,6 +23,7 @@ AVX2 = frozenset({"sse2", "avx", "fma", "avx2", "f16c"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512_vnni"}
 AVX512_BF16 = AVX512 | {"avx512_bf16"}
 AMX = AVX512_BF16 | {"amx_tile", "amx_bf16", "amx_int8"}
+DECIDES = "cutout_guard.engines.torch_device"  # its own level: the CLI, run in-process by other tests, quiets "cutout_guard.engines"
 NO_UNIT = "bf16 requested; this CPU has no AVX-512-BF16/AMX, running fp32"
 
 
@@ -47,7 +48,7 @@ def test_cpu_precision_table(precision, flags, matches, runs, line):
 
 
 def test_resolve_dtype_on_the_cpu_logs_the_line_and_cuda_is_left_alone(caplog):
-    caplog.set_level(logging.INFO, logger="cutout_guard")
+    caplog.set_level(logging.INFO, logger=DECIDES)
     assert resolve_dtype(torch, "bf16", torch.device("cpu"), "Florence-2", bf16_matches_fp32=True, flags=AVX2) == torch.float32
     assert resolve_dtype(torch, "bf16", torch.device("cpu"), "Florence-2", bf16_matches_fp32=True, flags=AMX) == torch.bfloat16
     messages = [(r.levelno, r.getMessage()) for r in caplog.records]
@@ -79,7 +80,7 @@ def images():
 def test_bf16_on_a_cpu_without_a_bf16_unit_loads_fp32_and_says_why(tiny, caplog, monkeypatch):
     monkeypatch.setattr(cpu, "cpu_flags", lambda *a: AVX2)
     monkeypatch.setattr(florence2, "BF16_MATCHES_FP32", True)  # even a model that matched: this CPU has no unit
-    caplog.set_level(logging.INFO, logger="cutout_guard")
+    caplog.set_level(logging.INFO, logger=DECIDES)
     model = Florence2.load(tiny, precision="bf16", device="cpu")
     try:
         assert model.running_precision == "fp32" and {p.dtype for p in model.model.parameters()} == {torch.float32}
@@ -89,7 +90,7 @@ def test_bf16_on_a_cpu_without_a_bf16_unit_loads_fp32_and_says_why(tiny, caplog,
 
 
 def test_the_forced_bf16_path_runs_bf16_on_this_cpu(tiny, caplog):
-    caplog.set_level(logging.INFO, logger="cutout_guard")
+    caplog.set_level(logging.INFO, logger=DECIDES)
     with forced_bf16_on_cpu():
         model = Florence2.load(tiny, precision="bf16", device="cpu")
     try:
