@@ -543,3 +543,19 @@ def test_the_run_logs_each_stages_peak_memory(models, tmp_path, caplog, load):
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("peak memory by stage:"))
     for stage in ("cutout", "image_check", "caption", "safety_check"):
         assert f"{stage} " in line
+
+
+def test_main_leaves_the_callers_logging_levels_as_they_were(tmp_path):
+    """Regression: run in-process, main() set the engines' logger to WARNING for good, so a later
+    test (in any order) that reads an engine's INFO line saw nothing."""
+    import logging
+
+    engines = logging.getLogger("cutout_guard.engines")
+    package = logging.getLogger("cutout_guard")
+    engines.setLevel(logging.DEBUG)
+    package.setLevel(logging.NOTSET)
+    try:
+        cli.main(["run", str(tmp_path / "none"), "--out", str(tmp_path / "out")])  # exits 2: no such input
+        assert engines.level == logging.DEBUG and package.level == logging.NOTSET
+    finally:
+        engines.setLevel(logging.NOTSET)

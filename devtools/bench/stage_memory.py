@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caption-tokens", type=int, default=20, help="longest caption (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, 0 = all (default)")
     parser.add_argument("--cache", default=os.environ.get("CUTOUT_GUARD_BENCH_CACHE", str(Path.home() / ".cache" / "cutout-guard-bench")))
+    parser.add_argument("--modes", default="all,one", help="the --load modes to run (default: %(default)s)")
     parser.add_argument("--out", help="also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.images):
             rgb = bench_image(width, height, seed=index)
             Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(images / f"{index}.png")
-        for load in ("all", "one"):
+        for load in args.modes.split(","):
             results[load] = run_mode(load, images, models, Path(work) / f"out-{load}", args.caption_tokens, args.threads)
             print(table({load: results[load]}, args.images).splitlines()[-1], flush=True)
     header = (f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; guard {args.guard}, BEN2 {Path(args.ben2).name}; "

@@ -484,14 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         return _delegate(rest[0], rest[1:])
     args = build_parser().parse_args(argv)
     package = __name__.split(".")[0]
-    logging.getLogger(package).setLevel(logging.INFO)  # the pack's own progress lines
+    levels = {f"{package}": logging.INFO}  # the pack's own progress lines
     if not args.verbose:
-        logging.getLogger(f"{package}.engines").setLevel(logging.WARNING)
+        levels[f"{package}.engines"] = logging.WARNING
+    before = {name: logging.getLogger(name).level for name in levels}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
         log.error("interrupted — run the same command again to continue where it stopped")
         return 130
+    finally:  # called in-process (tests, a batch script), the caller's logging is left as it was
+        for name, level in before.items():
+            logging.getLogger(name).setLevel(level)
 
 
 if __name__ == "__main__":
