@@ -9,6 +9,7 @@ import numpy as np
 
 from . import host, tensors
 from ..core import imageops, vocab
+from ..core.imagefile import DEFAULT_MAX_PIXELS
 from .handle import ModelHandle
 from .runs import run_report
 
@@ -79,7 +80,7 @@ class RemoveBackground:
         return {
             "required": {
                 "ben2": (BEN2_TYPE, {"tooltip": "From Load BEN2."}),
-                "image": ("IMAGE", {"tooltip": "Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each (24 M by default); RGBA inputs use their colour channels. NaN or infinite pixels are an error (never replaced)."}),
+                "image": ("IMAGE", {"tooltip": f"Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each ({DEFAULT_MAX_PIXELS // 1_000_000} M by default); RGBA inputs use their colour channels. NaN or infinite pixels are an error (never replaced)."}),
                 "background": (list(vocab.BACKGROUNDS), {"default": "transparent", "tooltip": "transparent: RGBA output. color: composite on 'color'."}),
                 "color": ("STRING", {"default": vocab.DEFAULT_COLOR, "tooltip": "Background colour as #RRGGBB, used when background is 'color'."}),
                 "refine_foreground": ("BOOLEAN", {"default": False, "tooltip": "Remove the old background's colour from soft edges (hair, fur). Slower."}),

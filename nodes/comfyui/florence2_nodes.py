@@ -16,6 +16,7 @@ import numpy as np
 
 from . import host, tensors
 from ..core import imageops, vocab
+from ..core.imagefile import DEFAULT_MAX_PIXELS
 from .handle import load_torch_model
 from .runs import run_report
 
@@ -95,7 +96,7 @@ class Caption:
         return {
             "required": {
                 "florence2": (FLORENCE2_TYPE, {"tooltip": "From Load Florence-2."}),
-                "image": ("IMAGE", {"tooltip": "Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each (24 M by default). RGBA images are composited on 'color' first. NaN or infinite pixels are an error (never replaced)."}),
+                "image": ("IMAGE", {"tooltip": f"Any batch, up to $CUTOUT_GUARD_MAX_PIXELS pixels each ({DEFAULT_MAX_PIXELS // 1_000_000} M by default). RGBA images are composited on 'color' first. NaN or infinite pixels are an error (never replaced)."}),
                 "task": (list(vocab.CAPTION_TASKS), {"default": "<CAPTION>", "tooltip": "<CAPTION>: one short sentence. <DETAILED_CAPTION>: a few sentences. <MORE_DETAILED_CAPTION>: a paragraph."}),
                 "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 1023, "tooltip": "Longest caption in tokens (1-1023, what Florence-2's decoder can place); a caption that reaches it is cut off."}),
                 "num_beams": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Beam search width (1 = greedy, fastest). Decoding is deterministic: the same image gives the same caption."}),

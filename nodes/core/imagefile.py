@@ -29,10 +29,11 @@ from .imageops import BAND_ROWS
 
 log = logging.getLogger(__name__)
 
-# The largest image (width × height) read or processed by default. It comes from the memory
-# target: at most 40 bytes of working memory per input pixel on top of the loaded models, so an
-# image at this limit fits a 4 GB worker together with the 1B guard pipeline (README, "Memory").
-DEFAULT_MAX_PIXELS = 24_000_000
+# The largest image (width × height) read or processed by default, set from a measurement: with
+# BEN2's real architecture and the 1B guard, `cutout-guard run` (one model at a time) peaks at
+# 3.77 GiB on a 1 MP photo and 3.93 GiB on a 16 MP one (4608×3456), its largest stage being the
+# cutout (`python -m devtools.bench.stage_memory`), so an image at this limit fits a 4 GiB worker.
+DEFAULT_MAX_PIXELS = 16_000_000
 WHITE = 1.0
 _ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA", "CMYK": "RGB"}
 
