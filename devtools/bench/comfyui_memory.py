@@ -63,6 +63,8 @@ def prompt_for(workflow: str, image_name: str, shaped: dict[str, Path] | None, k
             node["inputs"]["model"] = shaped[node["class_type"]].name
         if keep_loaded is not None and "keep_loaded" in node["inputs"]:
             node["inputs"]["keep_loaded"] = keep_loaded
+        if shaped and node["class_type"] == "CutoutGuardCaption":
+            node["inputs"]["max_new_tokens"] = 20  # a random Florence-2 writes noise up to the limit; a typical caption's length
         if node["class_type"] == "CutoutGuardSafetyCheck":
             node["inputs"]["threshold"] = 0.0  # every image unsafe, so the report's unsafe action (blur) really runs
     return prompt
