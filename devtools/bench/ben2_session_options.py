@@ -22,6 +22,7 @@ CONFIGS = {
     "pattern off": dict(mem_arena=True, mem_pattern=False, opt="all"),
     "arena off, pattern off": dict(mem_arena=False, mem_pattern=False, opt="all"),
     "arena off, opt basic": dict(mem_arena=False, mem_pattern=True, opt="basic"),
+    "arena off, pattern off, opt basic (the pack's CPU setting)": dict(mem_arena=False, mem_pattern=False, opt="basic"),
 }
 
 CHILD = r"""
@@ -30,9 +31,7 @@ import numpy as np
 import onnxruntime as ort
 from cutout_guard.engines.onnx_runtime import session_options
 cfg = json.loads(sys.argv[2])
-opts = session_options(ort, None, mem_arena=cfg["mem_arena"], mem_pattern=cfg["mem_pattern"])
-if cfg["opt"] == "basic":
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+opts = session_options(ort, None, mem_arena=cfg["mem_arena"], mem_pattern=cfg["mem_pattern"], optimization=cfg["opt"])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 s = ort.InferenceSession(sys.argv[1], sess_options=opts, providers=["CPUExecutionProvider"])

@@ -72,10 +72,19 @@ class Ben2:
         threads: int | None = None,
         mem_arena: bool = False,
         mem_pattern: bool = False,
+        optimization: str | None = None,
     ) -> "Ben2":
+        """``optimization``: onnxruntime's graph optimisation level; by default ``basic`` on the CPU
+        (on BEN2's real architecture at 1024², ``all`` — which adds the CPU's blocked-layout
+        transforms — peaked at 3.78 GiB against 2.75 GiB for ``basic``, with the same output and
+        no measurable gain in time on a 2-core AVX2 machine: ``python -m devtools.bench.ben2_session_options
+        --model``), ``all`` on CUDA."""
         path = Path(path)
+        if optimization is None:
+            optimization = "basic" if provider == "CPU" else "all"
         session = create_session(
-            path, provider=provider, label="BEN2", threads=threads, mem_arena=mem_arena, mem_pattern=mem_pattern
+            path, provider=provider, label="BEN2", threads=threads, mem_arena=mem_arena, mem_pattern=mem_pattern,
+            optimization=optimization,
         )
         inputs = session.get_inputs()
         shape = list(inputs[0].shape) if inputs else []

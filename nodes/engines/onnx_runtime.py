@@ -26,12 +26,21 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def session_options(ort, threads: int | None, *, mem_arena: bool, mem_pattern: bool):
+OPTIMIZATION_LEVELS = ("basic", "extended", "all")  # onnxruntime's graph optimisation levels
+
+
+def session_options(ort, threads: int | None, *, mem_arena: bool, mem_pattern: bool, optimization: str = "all"):
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise ValueError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {optimization!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = resolve_threads(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
     options.enable_cpu_mem_arena = mem_arena
     options.enable_mem_pattern = mem_pattern
     options.log_severity_level = 3  # errors only; a CUDA fall-back is detected below, not logged
@@ -61,6 +70,7 @@ def create_session(
     threads: int | None = None,
     mem_arena: bool = False,
     mem_pattern: bool = False,
+    optimization: str = "all",
 ):
     """An InferenceSession on ``provider`` (``CPU`` or ``CUDA``) or a clear error.
 
@@ -86,7 +96,7 @@ def create_session(
     if provider == "CUDA":
         _preload_cuda_libraries(ort)
     providers = [wanted] if wanted == "CPUExecutionProvider" else [wanted, "CPUExecutionProvider"]
-    options = session_options(ort, threads, mem_arena=mem_arena, mem_pattern=mem_pattern)
+    options = session_options(ort, threads, mem_arena=mem_arena, mem_pattern=mem_pattern, optimization=optimization)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
