@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,17 @@ def run_cli(image: Path, models: Path, out: Path, action: str, extra: list[str])
     seconds = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
     lines = [line for line in stderr.splitlines() if line.strip()]
-    return usage.ru_maxrss * 1024, seconds, child.returncode, lines[-1] if lines else ""
+    return run_peak(stderr, usage.ru_maxrss * 1024), seconds, child.returncode, lines[-1] if lines else ""
+
+
+WHOLE_RUN = re.compile(r"whole run (\d+) MiB")
+
+
+def run_peak(stderr: str, ru_maxrss: int) -> int:
+    """The run's peak in bytes: the one it logs ("whole run N MiB"), else ``ru_maxrss`` (a run that
+    resets the kernel's peak per stage resets ``ru_maxrss`` too; one that logs nothing did not)."""
+    found = WHOLE_RUN.search(stderr)
+    return max(ru_maxrss, int(found.group(1)) * 2**20) if found else ru_maxrss
 
 
 def cpu_name() -> str:

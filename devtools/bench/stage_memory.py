@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .memory import cpu_name, publish
+from .memory import cpu_name, publish, run_peak
 from .pipeline import bench_image, build_models
 
 STAGE_LINE = re.compile(r"peak memory by stage: (.*)")
@@ -49,13 +49,10 @@ def run_mode(load: str, images: Path, models: dict, out: Path, caption_tokens: i
     found = STAGE_LINE.search(stderr)
     stages = {}
     if found:
-        for part in found.group(1).split(", "):
+        for part in found.group(1).split("; ")[0].split(", "):
             name, value, _ = part.split()
-            stages[name] = float(value)
-    # the run resets the kernel's peak at each stage (that is how it measures them), which resets
-    # ru_maxrss too: the process peak is the largest of the stages' and what ru_maxrss kept
-    peak = max([usage.ru_maxrss * 1024 / 2**30, *stages.values()])
-    return {"peak": peak, "stages": stages, "seconds": seconds}
+            stages[name] = float(value) / 1024
+    return {"peak": run_peak(stderr, usage.ru_maxrss * 1024) / 2**30, "stages": stages, "seconds": seconds}
 
 
 def table(results: dict[str, dict], count: int) -> str:
