@@ -1,7 +1,10 @@
 """``cutout-guard bench``: time and size the pipeline on models of the real shapes with random weights.
 
-Builds, once, into ``--cache`` (nothing is downloaded): the BEN2-cost ONNX graph (≈ 2.15 TFLOP per
-1024² image, :mod:`.synthetic.ben2_cost`) or the real BEN2 file given with ``--ben2 PATH``;
+Builds, once, into ``--cache`` (nothing is downloaded): BEN2's real architecture with random weights
+from a BEN2.py you fetched (``--ben2-code PATH``, :mod:`.ben2_architecture` — the faithful choice),
+or the real BEN2 file given with ``--ben2 PATH``, or else the FLOP-matched stand-in (≈ 2.15 TFLOP
+per 1024² image, :mod:`.synthetic.ben2_cost`; measured 1.8× faster and 2.4 GiB lighter than the
+real architecture, so it flatters BEN2 — ``--compare-stand-in`` prints the ratios);
 Florence-2-base from its published dimensions (:mod:`.synthetic.florence2`); a Llama Guard GGUF of
 the Llama 3.2 1B shape (``--guard 1b``, default) or the Llama 3.1 8B shape (``--guard 8b``),
 quantized to Q4_K_M by llama.cpp (:mod:`.synthetic.llama_guard`); the image guard as ViT-B/16 at 224²,
@@ -17,6 +20,10 @@ with two exceptions the numbers account for: the caption length is fixed (``--ca
 a typical short caption), and the safety check reads a fixed typical caption instead of the random
 model's text (its prompt length is then the real one); a random Llama answers neither "safe" nor
 "unsafe", so the 1–2 answer tokens a real model decodes after the prompt are not in the time.
+
+On the CPU it then times BEN2 alone on each graph and onnxruntime's own fp32 GEMM in the same
+run, and prints BEN2's FLOP rate as a fraction of the GEMM rate; the header names the CPU and its
+vector features.
 
 Memory staging: models stay loaded; after each stage the pipeline hands freed heap back to the
 system (``malloc_trim``; ``--no-trim`` to compare), so one stage's activations do not sit under
@@ -48,6 +55,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from . import ben2_rate
+from .machine import cpu_description, describe as describe_cpu
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +144,23 @@ def bench_image(width: int = 1024, height: int = 768, seed: int = 0) -> np.ndarr
     return np.clip(image + rng.standard_normal(image.shape).astype(np.float32) * 0.01, 0, 1)
 
 
-def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None, image_guard: str | None = "base") -> dict[str, str]:
-    """Paths of the models, building the missing ones in ``cache`` (no image guard when ``image_guard`` is None)."""
+def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None, image_guard: str | None = "base",
+                 ben2_code: str | None = None) -> dict[str, str]:
+    """Paths of the models, building the missing ones in ``cache`` (no image guard when ``image_guard`` is None).
+
+    BEN2: the file ``ben2`` names, else the real architecture built from ``ben2_code`` (a BEN2.py),
+    else the FLOP-matched stand-in.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     paths = {}
     if image_guard is not None:
         paths["image_guard"] = str(_image_guard_model(cache, image_guard))
     if ben2:
         paths["ben2"] = str(Path(ben2))
+    elif ben2_code:
+        paths["ben2"] = str(real_architecture(cache, ben2_code))
     else:
-        target = cache / "ben2-cost.onnx"
-        if not target.is_file():
-            from devtools.synthetic.ben2_cost import build_ben2_cost
-
-            log.warning("building the BEN2-cost ONNX graph in %s", target)
-            build_ben2_cost(target)
-        paths["ben2"] = str(target)
+        paths["ben2"] = str(stand_in(cache))
 
     if Path(florence2).is_dir():
         paths["florence2"] = florence2
@@ -181,6 +192,27 @@ def build_models(cache: Path, *, guard: str, florence2: str, ben2: str | None, i
             synthetic.build_llama_guard(target, shape=guard, quantize="Q4_K_M")
         paths["llama_guard"] = str(target)
     return paths
+
+
+def real_architecture(cache: Path, ben2_code: str) -> Path:
+    """BEN2's real architecture with random weights, built once per BEN2.py into ``cache``."""
+    from .ben2_architecture import build_ben2_architecture, cached_path
+
+    target = cached_path(cache, Path(ben2_code))
+    if not target.is_file():
+        log.warning("building BEN2's real architecture from %s into %s — a minute or two", ben2_code, target)
+    return build_ben2_architecture(ben2_code, target)
+
+
+def stand_in(cache: Path) -> Path:
+    """The FLOP-matched stand-in graph (used when no BEN2.py or BEN2 file is given)."""
+    target = cache / "ben2-cost.onnx"
+    if not target.is_file():
+        from devtools.synthetic.ben2_cost import build_ben2_cost
+
+        log.warning("building the BEN2-cost ONNX graph in %s", target)
+        build_ben2_cost(target)
+    return target
 
 
 def _image_guard_model(cache: Path, image_guard: str) -> Path:
@@ -380,11 +412,22 @@ def cost_rows(results: dict, prices: dict[str, float]) -> list[dict]:
     return rows
 
 
+STAND_IN = "FLOP-matched stand-in"
+
+
+def _ben2_label(args) -> str:
+    if args.ben2:
+        return f"your file {Path(args.ben2).name}"
+    return "real architecture (random weights)" if args.ben2_code else STAND_IN
+
+
 def format_table(doc: dict) -> str:
     results = doc["results"]
     columns = [d for d in ("cpu", "cuda") if d in results]
     header = ["Stage"] + [f"{d.upper()} ({_column_note(results[d])}) s" for d in columns]
     lines = []
+    if doc.get("cpu"):
+        lines += [f"CPU: {describe_cpu(doc['cpu'])}; BEN2: {doc['model_note']['ben2']}", ""]
     rows = [[label] + [f"{results[d]['stages'][stage]['median_s']:.2f}" if stage in results[d]["stages"] else "-" for d in columns]
             for stage, label in STAGE_LABELS.items()]
     rows.append(["Peak RSS, GiB"] + [f"{results[d]['peak_rss_mib'] / 1024:.2f}" for d in columns])
@@ -410,6 +453,9 @@ def format_table(doc: dict) -> str:
         per_usd = "" if row["images_per_usd"] is None else f"{row['images_per_usd']:.0f}"
         lines.append(f"| {row['price']} ({row['device']}) | {row['usd_per_s']:.7f} | {per_image} | {per_usd} |")
     lines.append(f"(cost = price × the {', '.join(d.upper() for d in columns)} total measured here; other machines take other times)")
+    if doc.get("ben2_rate"):
+        lines.append("")
+        lines += ben2_rate.format_section(doc["ben2_rate"], doc.get("ben2_compared"))
     if doc.get("repack"):
         lines.append("")
         lines.append("llama.cpp Q4_K repacking (Llama Guard alone, one process each):")
@@ -454,6 +500,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--guard", default="1b", help="Llama Guard shape: 1b (Llama 3.2 1B) or 8b (Llama 3.1 8B), or a .gguf path (default: %(default)s)")
     parser.add_argument("--florence2", default="base", help="Florence-2 synthetic shape (base) or a model folder (default: %(default)s)")
     parser.add_argument("--ben2", metavar="PATH", help="a real BEN2_Base.onnx instead of the BEN2-cost graph")
+    parser.add_argument("--ben2-code", metavar="BEN2.py", help="BEN2.py of PramaLLC/BEN2 (fetched by you): benchmark BEN2's real "
+                        "architecture with random weights, built from it once (the faithful choice)")
+    parser.add_argument("--compare-stand-in", action="store_true", help="with --ben2-code or --ben2: also time BEN2 alone on the "
+                        "FLOP-matched stand-in and print its time and peak as ratios of the real architecture's")
     parser.add_argument("--image-guard", default="base", help="image guard: synthetic shape (base = ViT-B/16 224²) or a model folder (default: %(default)s)")
     parser.add_argument("--no-image-check", action="store_true", help="leave the image check out, as `cutout-guard run --no-image-check`")
     parser.add_argument("--preset", "--device", dest="preset", choices=("cpu", "cuda", "all"), default="all",
@@ -477,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     prices = parse_prices(args.price)
     paths = build_models(Path(args.cache), guard=args.guard, florence2=args.florence2, ben2=args.ben2,
-                         image_guard=None if args.no_image_check else args.image_guard)
+                         image_guard=None if args.no_image_check else args.image_guard, ben2_code=args.ben2_code)
 
     devices = ["cpu", "cuda"] if args.preset == "all" else [args.preset]
     skipped = {}
@@ -499,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "threads": _threads(), "python": platform.python_version()},
         "models": paths,
-        "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": "real file" if args.ben2 else "BEN2-cost graph",
+        "cpu": cpu_description(),
+        "model_note": {"guard": args.guard, "florence2": args.florence2, "ben2": _ben2_label(args),
                        "image_guard": None if args.no_image_check else args.image_guard},
         "settings": {"runs": args.runs, "warmup": args.warmup, "caption_tokens": args.caption_tokens, "num_beams": args.num_beams,
                      "repack": bool(args.with_repack), "trim": not args.no_trim, "check_text": CHECK_TEXT},
@@ -508,6 +559,13 @@ def main(argv: list[str] | None = None) -> int:
         "costs": [],
     }
     doc["costs"] = cost_rows(results, prices)
+    if "cpu" in results:
+        graphs = {_ben2_label(args): paths["ben2"]}
+        if args.compare_stand_in and (args.ben2 or args.ben2_code):
+            graphs[STAND_IN] = str(stand_in(Path(args.cache)))
+        doc["ben2_rate"] = ben2_rate.measure(graphs, threads=args.threads or _threads(), runs=args.runs, warmup=args.warmup,
+                                             run_child=run_child)
+        doc["ben2_compared"] = ben2_rate.ratios(doc["ben2_rate"], _ben2_label(args), STAND_IN)
     if args.repack:
         doc["repack"] = [
             run_child("repack", {"path": paths["llama_guard"], "repack": flag, "runs": args.runs, "warmup": args.warmup, "threads": args.threads})
@@ -521,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
 def _child_main(kind: str, config_json: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = json.loads(config_json)
-    result = {"pipeline": child_pipeline, "repack": child_repack, "repack_speed": child_repack_speed}[kind](config)
+    result = {"pipeline": child_pipeline, "repack": child_repack, "repack_speed": child_repack_speed,
+              "ben2": ben2_rate.child_ben2, "gemm": ben2_rate.child_gemm}[kind](config)
     print(json.dumps(result))
     return 0
 
