@@ -163,13 +163,17 @@ class ComfyUI:
         query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind})
         return self._request("GET", f"/view?{query}")[1]
 
-    def submit(self, prompt: dict) -> tuple[int, dict]:
-        """POST /prompt; returns (HTTP status, answer) without waiting."""
-        return self.post_json("/prompt", {"prompt": prompt, "client_id": "cutout-guard-tests"})
+    def submit(self, prompt: dict, extra_data: dict | None = None) -> tuple[int, dict]:
+        """POST /prompt; returns (HTTP status, answer) without waiting. ``extra_data``: what the
+        frontend sends beside the prompt (``{"extra_pnginfo": {"workflow": …}}``)."""
+        body = {"prompt": prompt, "client_id": "cutout-guard-tests"}
+        if extra_data is not None:
+            body["extra_data"] = extra_data
+        return self.post_json("/prompt", body)
 
-    def run(self, prompt: dict, timeout: float = 300) -> dict:
+    def run(self, prompt: dict, timeout: float = 300, extra_data: dict | None = None) -> dict:
         """Queue an API-format prompt and wait for it; the history entry, or AssertionError with the reason."""
-        status, answer = self.submit(prompt)
+        status, answer = self.submit(prompt, extra_data)
         assert status == 200, f"ComfyUI refused the prompt ({status}): {json.dumps(answer, indent=1)[:4000]}"
         prompt_id = answer["prompt_id"]
         deadline = time.monotonic() + timeout

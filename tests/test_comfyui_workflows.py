@@ -127,3 +127,38 @@ def test_cutout_caption_safety_runs_with_a_florence2_folder_saved_by_transformer
     saved = entry["outputs"][save_id]["images"][0]
     data = report.read_png(comfyui.view(saved["filename"], saved["subfolder"]))
     assert data["models"]["florence2"] == name and isinstance(data["caption"], str) and isinstance(data["safe"], bool)
+
+
+def test_a_result_png_dropped_on_the_canvas_restores_its_workflow(comfyui, tiny_models, uploaded):
+    """Drag-back: the report PNG carries the prompt and the frontend's workflow as SaveImage's do,
+    and ComfyUI's frontend loads the graph from the PNG file itself (its own file-drop path)."""
+    import base64
+
+    from frontend import browser_page
+
+    workflow = json.loads((REPO / "workflows_cpu" / "cutout_caption_safety.json").read_text())
+    prompt = with_tiny_models(json.loads((REPO / "workflows_cpu" / "cutout_caption_safety.api.json").read_text()), uploaded)
+    entry = comfyui.run(prompt, timeout=600, extra_data={"extra_pnginfo": {"workflow": workflow}})
+    save_id = next(k for k, v in prompt.items() if v["class_type"] == "CutoutGuardSaveReport")
+    saved = entry["outputs"][save_id]["images"][0]
+    png_bytes = comfyui.view(saved["filename"], saved["subfolder"])
+    with Image.open(io.BytesIO(png_bytes)) as image:
+        image.load()
+        carried = json.loads(image.text["prompt"])  # as ComfyUI ran it (it adds its own keys, e.g. is_changed)
+        assert {k: (v["class_type"], v["inputs"]) for k, v in carried.items()} == {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()}
+        assert json.loads(image.text["workflow"]) == workflow
+    assert report.read_png(png_bytes)["schema"] == 2
+
+    with browser_page(comfyui) as (page, errors):
+        loaded = page.evaluate(
+            """async (data) => {
+                window.app.graph.clear();
+                const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+                await window.app.handleFile(new File([bytes], "result.png", { type: "image/png" }));
+                for (let i = 0; i < 100 && window.app.graph._nodes.length === 0; i++) await new Promise(r => setTimeout(r, 100));
+                return window.app.graph._nodes.map(n => n.type).sort();
+            }""",
+            base64.b64encode(png_bytes).decode(),
+        )
+    assert loaded == sorted(node["type"] for node in workflow["nodes"])
+    assert not errors, errors

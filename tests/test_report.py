@@ -333,3 +333,39 @@ def test_blurring_a_uint8_cutout_matches_blurring_its_float_values():
     from_float = report.apply_unsafe_action(rgba.astype(np.float32) / 255, "blur")
     assert from_uint8.dtype == np.uint8
     assert np.abs(from_uint8.astype(int) - from_float.astype(int)).max() <= 1
+
+
+GRAPH_PROMPT = {"1": {"class_type": "LoadImage", "inputs": {"image": "cat.png"}}}
+GRAPH_WORKFLOW = {"nodes": [{"id": 1, "type": "LoadImage"}], "links": [], "version": 0.4}
+
+
+def _text_chunks(png) -> dict:
+    with Image.open(png) as image:
+        image.load()
+        return dict(image.text)
+
+
+def test_the_png_carries_the_graph_like_saveimage_so_it_drags_back(output_dir):
+    """The prompt and the frontend's workflow as ComfyUI's SaveImage writes them (tEXt, JSON), beside the report."""
+    result = SaveReport().save([torch.rand(1, 8, 9, 4)], ["graph/report"], ["keep"], caption=["a cat"],
+                               safety_report=[verdict(True, 0.1)], prompt=[GRAPH_PROMPT], extra_pnginfo=[{"workflow": GRAPH_WORKFLOW}])
+    png = output_dir / "graph" / result["ui"]["images"][0]["filename"]
+    chunks = _text_chunks(png)
+    assert json.loads(chunks["prompt"]) == GRAPH_PROMPT and json.loads(chunks["workflow"]) == GRAPH_WORKFLOW
+    assert report.read_png(png)["caption"] == "a cat"
+
+
+def test_disable_metadata_drops_the_graph_never_the_report(output_dir, monkeypatch):
+    import sys
+    import types
+
+    cli_args = types.ModuleType("comfy.cli_args")
+    cli_args.args = types.SimpleNamespace(disable_metadata=True)
+    monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+    monkeypatch.setitem(sys.modules, "comfy.cli_args", cli_args)
+    result = SaveReport().save([torch.rand(1, 8, 9, 3)], ["graph/report"], ["keep"], caption=["a cat"],
+                               safety_report=[verdict(True, 0.1)], prompt=[GRAPH_PROMPT], extra_pnginfo=[{"workflow": GRAPH_WORKFLOW}])
+    png = output_dir / "graph" / result["ui"]["images"][0]["filename"]
+    chunks = _text_chunks(png)
+    assert "prompt" not in chunks and "workflow" not in chunks
+    assert report.read_png(png)["caption"] == "a cat"

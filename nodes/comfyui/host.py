@@ -9,6 +9,7 @@ cancels. Engines never import this module.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -136,6 +137,23 @@ class Progress:
 
     def step(self) -> None:
         self.update_absolute(self.value + 1)
+
+
+def graph_chunks(prompt, extra_pnginfo) -> dict[str, str]:
+    """The text chunks ComfyUI's SaveImage writes so that dropping the PNG on the canvas restores the
+    graph: ``prompt`` and each key of ``extra_pnginfo`` (the frontend's ``workflow``), as JSON; none
+    when ComfyUI runs with ``--disable-metadata`` (the report chunk is written regardless)."""
+    try:
+        from comfy.cli_args import args
+
+        if args.disable_metadata:
+            return {}
+    except ImportError:  # outside ComfyUI
+        pass
+    chunks = {} if prompt is None else {"prompt": json.dumps(prompt)}
+    for key, value in (extra_pnginfo or {}).items():
+        chunks[key] = json.dumps(value)
+    return chunks
 
 
 def check_interrupt() -> None:

@@ -130,15 +130,15 @@ def shown(frame, data: dict):
     return frame if data["safe"] in (True, None) else report.apply_unsafe_action(frame, data["unsafe_action"])
 
 
-def write_all(frames: list, records: list[dict], prefix: str) -> list[dict]:
-    """Write each PNG + sidecar; the ``ui.images`` entries."""
+def write_all(frames: list, records: list[dict], prefix: str, text: dict[str, str] | None = None) -> list[dict]:
+    """Write each PNG + sidecar (``text``: more PNG text chunks, the graph's); the ``ui.images`` entries."""
     height, width = frames[0].shape[:2]
     folder, stem, counter, subfolder = host.save_path(prefix, width, height)
     saved = []
     for index, (frame, data) in enumerate(zip(frames, records)):
         host.check_interrupt()
         name = f"{stem}_{counter + index:05}_.png"
-        report.write(folder / name, shown(frame, data), data)
+        report.write(folder / name, shown(frame, data), data, text=text)
         saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
         log.info("Saved %s: %s", name, summary(index, data))
     return saved
@@ -177,16 +177,19 @@ class SaveReport:
                 "cutout_report": ("STRING", {"forceInput": True, "tooltip": "The 'report' output of Remove Background: model, provider and timings per image."}),
                 "caption_report": ("STRING", {"forceInput": True, "tooltip": "The 'report' output of Caption: model, precision, task and timings per image."}),
             },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},  # the graph, so the PNG drags back onto the canvas
         }
 
     def save(self, images, filename_prefix, unsafe_action, caption=None, safety_report=None, ben2=None,
-             florence2=None, llama_guard=None, image_report=None, cutout_report=None, caption_report=None):
+             florence2=None, llama_guard=None, image_report=None, cutout_report=None, caption_report=None,
+             prompt=None, extra_pnginfo=None):
         frames = _frames(images)
         items = gather(len(frames), caption=caption, image_report=image_report, safety_report=safety_report,
                        cutout_report=cutout_report, caption_report=caption_report)
         legacy = legacy_runs(*(h[0] if h else None for h in (ben2, florence2, llama_guard)))
         records = [record(item, unsafe_action[0], legacy) for item in items]  # every verdict decided before writing
-        saved = write_all(frames, records, filename_prefix[0])
+        graph = host.graph_chunks(prompt[0] if prompt else None, extra_pnginfo[0] if extra_pnginfo else None)
+        saved = write_all(frames, records, filename_prefix[0], graph)
         return {"ui": {"images": saved, "text": [summary(i, data) for i, data in enumerate(records)]}}
 
 

@@ -271,9 +271,11 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return imageops.to_uint8(image)
 
 
-def _save_png(target, image: np.ndarray, report: dict, compress_level: int) -> None:
+def _save_png(target, image: np.ndarray, report: dict, compress_level: int, text: dict[str, str] | None = None) -> None:
     info = PngInfo()
     info.add_itxt(CHUNK, json.dumps(report, ensure_ascii=False), zip=False)
+    for key, value in (text or {}).items():  # e.g. the host's graph ("prompt", "workflow"), as tEXt like its own images
+        info.add_text(key, value)
     Image.fromarray(to_uint8(image)).save(target, format="PNG", pnginfo=info, compress_level=compress_level)
 
 
@@ -284,14 +286,16 @@ def encode_png(image: np.ndarray, report: dict, *, compress_level: int = 4) -> b
     return buffer.getvalue()
 
 
-def write(png_path: str | Path, image: np.ndarray, report: dict, *, compress_level: int = 4) -> tuple[Path, Path]:
+def write(png_path: str | Path, image: np.ndarray, report: dict, *, compress_level: int = 4,
+          text: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.png`` and ``<stem>.json`` atomically; return both paths.
 
-    The PNG is encoded straight into its temporary file (no copy of the encoded bytes in memory).
+    The PNG is encoded straight into its temporary file (no copy of the encoded bytes in memory);
+    ``text``: more text chunks for the PNG (key → already serialised value), besides the report's.
     """
     png_path = Path(png_path)
     report = mark_replaced(report)
-    _atomic_write(png_path, lambda handle: _save_png(handle, image, report, compress_level))
+    _atomic_write(png_path, lambda handle: _save_png(handle, image, report, compress_level, text))
     _write_sidecar(png_path, report)
     return png_path, png_path.with_suffix(".json")
 
