@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -89,7 +90,33 @@ def _arguments(argv):
     p.add_argument("--comfyui", metavar="DIR", help="ComfyUI folder (default: two levels up from this pack)")
     p.add_argument("--llama-source", action="store_true",
                    help="build llama-cpp-python from source even where a prebuilt wheel exists (honours CMAKE_ARGS)")
+    p.add_argument("--machine", metavar="FACTS",
+                   help="with --dry-run: plan for another machine with nothing installed, e.g. python=3.11,platform=linux,arch=x86_64,cuda=12.4,compiler=no")
     return p.parse_args(argv)
+
+
+def _described(installer, machine, text: str):
+    """``machine`` with the facts of a --machine description replaced."""
+    facts = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        facts[key.strip()] = value.strip()
+    changes = {}
+    if "python" in facts:
+        changes["python"] = tuple(int(v) for v in facts["python"].split(".")[:2])
+    for key in ("platform", "arch"):
+        if key in facts:
+            changes[key] = facts[key]
+    if "cuda" in facts:
+        cuda = installer.parse_version(facts["cuda"])
+        changes.update(driver_cuda=cuda, nvidia_smi=cuda is not None, proc_driver=cuda is not None, libcuda=cuda is not None)
+    for key in ("compiler", "nvcc"):
+        if key in facts:
+            changes[key] = facts[key].lower() in ("1", "yes", "true")
+    unknown = set(facts) - {"python", "platform", "arch", "cuda", "compiler", "nvcc"}
+    if unknown:
+        raise ValueError(f"--machine: unknown fact(s) {', '.join(sorted(unknown))} (python, platform, arch, cuda, compiler, nvcc)")
+    return dataclasses.replace(machine, **changes)
 
 
 def main(argv=None) -> int:
@@ -118,7 +145,19 @@ def _main(args) -> int:
         return {(k, n): models.find_model(models.KINDS[k], n, folders(models.KINDS[k].folder_key)) for k, n in wanted}
 
     machine = installer.look_at_machine()
-    installed = installer.installed_packages()
+    if args.machine:
+        if not args.dry_run:
+            log.error("install.py: --machine describes another machine: use it with --dry-run")
+            return 2
+        try:
+            machine = _described(installer, machine, args.machine)
+        except ValueError as exc:
+            log.error("install.py: %s", exc)
+            return 2
+    if not (args.models_only or args.llama_source):  # which prebuilt llama-cpp-python wheels exist for this machine
+        base = installer.wheel_index_base(os.environ)
+        machine = dataclasses.replace(machine, wheel_index=installer.read_wheel_index(base, installer.wheel_tags(machine)))
+    installed = installer.Installed() if args.machine else installer.installed_packages()  # another machine: nothing installed there
     request = installer.Request(build=args.build, models=wanted, llama_source=args.llama_source,
                                 skip_packages=args.models_only)
     try:
@@ -144,6 +183,12 @@ def _main(args) -> int:
         failed = outcome.failed
         installed = installer.installed_packages()
     log.info("%s", installer.summary(build, installed, present_models(), failed))
+    if failed and all(target.startswith("llama-cpp-python") for target in failed):
+        # everything else is installed and the pack loads; only the Llama Guard nodes wait for it
+        log.warning("WARNING: llama-cpp-python could not be installed, so the Llama Guard nodes cannot run yet; "
+                    "everything else is installed. To finish, run in this folder (it builds llama-cpp-python, "
+                    "%s min on 2 cores): %s", installer.SOURCE_BUILD_MINUTES, installer.finish_command())
+        return 0
     return 1 if failed else 0
 
 

@@ -20,8 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.py"
 
 
+WHEEL_INDEX = Path(__file__).resolve().parent / "data" / "wheel_index"
+
+
 def run(*args, cwd=None, python=(sys.executable,), script=INSTALL, **env_values):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CUTOUT_GUARD_", "CUDA_VISIBLE"))}
+    env["CUTOUT_GUARD_WHEEL_INDEX"] = str(WHEEL_INDEX)  # never the network: the index pages of tests/data
     env.update(env_values)
     return subprocess.run([*python, str(script), *args], cwd=cwd or script.parent, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -169,3 +173,38 @@ def test_main_leaves_the_pack_logger_as_it_found_it(install_module, tmp_path, ca
     assert (list(pack_log.handlers), pack_log.level, pack_log.propagate) == before
     logging.getLogger("cutout_guard.router").warning("after the installer")
     assert "after the installer" not in capsys.readouterr().out
+
+
+def test_dry_run_on_a_described_machine_with_and_without_a_prebuilt_wheel():
+    """The index pages in tests/data: a 0.3.36 CPU wheel for cp311 Linux, only 0.3.19 for cp312, none usable for cp313."""
+    fits = run("--dry-run", "--build", "cpu", "--machine", "python=3.11,platform=linux,arch=x86_64,compiler=yes")
+    assert fits.returncode == 0, fits.stderr
+    assert "install llama-cpp-python==0.3.36 — prebuilt CPU wheel from" in fits.stdout
+    older = run("--dry-run", "--build", "cpu", "--machine", "python=3.12,platform=linux,arch=x86_64,compiler=yes")
+    assert "install llama-cpp-python==0.3.19 — prebuilt CPU wheel" in older.stdout and "0.3.19 is the newest that fits" in older.stdout
+    none = run("--dry-run", "--build", "cpu", "--machine", "python=3.13,platform=linux,arch=x86_64,compiler=yes")
+    assert "build llama-cpp-python==0.3.36 — from source for the CPU — takes 15–25 min" in none.stdout
+    assert "no prebuilt CPU wheel for cp313 linux x86_64" in none.stdout
+    cuda = run("--dry-run", "--build", "cuda", "--machine", "python=3.11,platform=linux,arch=x86_64,cuda=12.4,compiler=yes,nvcc=no")
+    assert "install llama-cpp-python==0.3.4 — prebuilt CUDA 12.4 wheel" in cuda.stdout
+    wrong = run("--machine", "python=3.11")
+    assert wrong.returncode == 2 and "--dry-run" in wrong.stdout + wrong.stderr
+
+
+def test_an_install_that_cannot_get_llama_cpp_exits_0_naming_the_command(monkeypatch, capsys):
+    """ComfyUI-Manager reports a non-zero exit as a failed install although the pack loads: only
+    llama-cpp-python missing is a warning naming the one command that finishes the job."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cutout_guard_install_script", INSTALL)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    installer, _ = script._package()
+    monkeypatch.setenv("CUTOUT_GUARD_WHEEL_INDEX", str(WHEEL_INDEX))
+    monkeypatch.setattr(installer, "carry_out", lambda steps, **kw: installer.Outcome(failed=["llama-cpp-python==0.3.36"]))
+    monkeypatch.setattr(installer, "installed_packages", lambda: installer.Installed({"onnxruntime": "1.32.0"}))
+    assert script.main(["--build", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "llama-cpp-python could not be installed" in out and "python install.py --llama-source" in out
+    monkeypatch.setattr(installer, "carry_out", lambda steps, **kw: installer.Outcome(failed=["onnxruntime>=1.20"]))
+    assert script.main(["--build", "cpu"]) == 1  # anything else failing still fails

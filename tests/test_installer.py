@@ -411,3 +411,56 @@ def test_llama_backend_ignores_headers():
     assert ins.llama_backend_of(cpu + ["llama_cpp/lib/libggml-cuda.so"]) == "cuda"
     assert ins.llama_backend_of(["llama_cpp\\lib\\ggml-cuda.dll"]) == "cuda"
     assert ins.llama_backend_of(["llama_cpp/lib/libggml-metal.dylib"]) == "metal"
+
+
+INDEX_PAGE = (Path(__file__).resolve().parent / "data" / "wheel_index" / "cpu" / "llama-cpp-python" / "index.html").read_text()
+
+
+def test_the_wheel_index_page_is_read_for_wheel_names():
+    names = ins.parse_wheel_index(INDEX_PAGE + '<a href="../other.tar.gz">x</a><a href="llama_cpp_python-0.3.36.tar.gz">src</a>')
+    assert names[0] == "llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl" and len(names) == 5  # wheels only, fragments cut
+
+
+@pytest.mark.parametrize("name, machine, fits", [
+    ("llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl", Machine(python=(3, 11)), True),
+    ("llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl", Machine(python=(3, 12)), False),
+    ("llama_cpp_python-0.3.36-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", Machine(python=(3, 11)), True),
+    ("llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl", Machine(python=(3, 11), arch="arm64"), False),
+    ("llama_cpp_python-0.3.36-cp311-cp311-linux_aarch64.whl", Machine(python=(3, 11), arch="arm64"), True),
+    ("llama_cpp_python-0.3.36-cp312-cp312-win_amd64.whl", Machine(platform="win32", python=(3, 12)), True),
+    ("llama_cpp_python-0.3.36-cp311-cp311-macosx_11_0_arm64.whl", Machine(platform="darwin", python=(3, 11), arch="arm64"), True),
+    ("llama_cpp_python-0.3.36-cp311-cp311-macosx_11_0_arm64.whl", Machine(platform="darwin", python=(3, 11), arch="x86_64"), False),
+])
+def test_a_wheel_fits_by_python_abi_os_and_cpu(name, machine, fits):
+    assert ins.wheel_fits(name, machine) is fits
+
+
+def test_the_pinned_version_is_preferred_then_the_newest_usable_one():
+    names = ins.parse_wheel_index(INDEX_PAGE)
+    assert ins.pick_llama_version(names, Machine(python=(3, 11))) == ins.LLAMA_CPP_VERSION
+    assert ins.pick_llama_version(names, Machine(python=(3, 12))) == "0.3.19"
+    assert ins.pick_llama_version(names, Machine(python=(3, 13))) is None  # only 0.3.2, older than LLAMA_CPP_MIN
+
+
+def test_with_the_index_read_the_plan_installs_what_exists_or_builds_saying_how_long():
+    names = ins.parse_wheel_index(INDEX_PAGE)
+    older = replace(NO_GPU, python=(3, 12), wheel_index={"cpu": names})
+    (step,) = ins.plan_llama("cpu", None, older, Installed(), Request())
+    assert step.action == "install" and step.target == "llama-cpp-python==0.3.19" and step.fallback.action == "build"
+    assert "--only-binary" in step.pip and "llama-cpp-python==0.3.19" in step.pip
+    # already installed at the version the index offers: nothing to do
+    assert ins.plan_llama("cpu", None, older, Installed({"llama-cpp-python": "0.3.19"}, "cpu"), Request()) == []
+    none = replace(NO_GPU, python=(3, 13), wheel_index={"cpu": names})
+    (build,) = ins.plan_llama("cpu", None, none, Installed(), Request())
+    assert build.action == "build" and "15–25 min" in build.why and "no prebuilt CPU wheel for cp313 linux x86_64" in build.why
+    assert "-v" in build.pip  # the build's progress is streamed
+    unread = replace(NO_GPU, python=(3, 13))  # index not read: the pinned wheel is tried, the build follows
+    (tried,) = ins.plan_llama("cpu", None, unread, Installed(), Request())
+    assert tried.target == f"llama-cpp-python=={ins.LLAMA_CPP_VERSION}" and tried.fallback.action == "build"
+
+
+def test_the_index_is_read_from_a_folder_and_unreadable_tags_are_left_out(tmp_path):
+    base = Path(__file__).resolve().parent / "data" / "wheel_index"
+    found = ins.read_wheel_index(str(base), ("cpu", "cu124", "cu121"))
+    assert set(found) == {"cpu", "cu124"} and found["cu124"][0].startswith("llama_cpp_python-0.3.4-")
+    assert ins.wheel_tags(Machine(driver_cuda=(12, 6))) == ("cpu", "cu125") and ins.wheel_tags(Machine()) == ("cpu",)

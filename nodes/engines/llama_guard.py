@@ -55,9 +55,9 @@ def import_llama_cpp():
         import llama_cpp
     except ImportError:
         raise MissingDependency(
-            "Llama Guard needs llama-cpp-python, which is not installed — run `python install.py` in the "
-            f"Cutout Guard folder (it picks the CPU or CUDA build), or `{INSTALL_CPU}` for the CPU build "
-            f"(`{INSTALL_CUDA}` for NVIDIA GPUs)"
+            "Llama Guard needs llama-cpp-python, which is not installed — run `python install.py --llama-source` in "
+            f"the Cutout Guard folder (it builds the CPU or CUDA build, 15–25 min, showing progress), or `{INSTALL_CPU}` "
+            f"for a prebuilt CPU wheel (`{INSTALL_CUDA}` for NVIDIA GPUs)"
         ) from None
     return llama_cpp
 

@@ -49,6 +49,8 @@ from ..core.vocab import BUILDS as BUILDS_AND_AUTO
 log = logging.getLogger(__name__)
 
 LLAMA_CPP_VERSION = "0.3.36"
+LLAMA_CPP_MIN = "0.3.4"  # the oldest release with Llama 3.1 support and prebuilt CUDA 12 wheels
+SOURCE_BUILD_MINUTES = "15–25"  # a llama-cpp-python source build on 2 cores (measured)
 LLAMA_WHEEL_INDEX = "https://abetlen.github.io/llama-cpp-python/whl"
 # CUDA toolkits llama-cpp-python publishes wheels for (one index per toolkit, e.g. .../whl/cu125).
 LLAMA_CUDA_WHEELS: tuple[tuple[int, int], ...] = ((11, 8), (12, 1), (12, 2), (12, 3), (12, 4), (12, 5), (13, 0), (13, 2))
@@ -118,6 +120,10 @@ class Machine:
     nvcc: bool = False  # the CUDA compiler is on PATH or in CUDA_HOME / /usr/local/cuda
     python: Version = (3, 12)
     env: Mapping[str, str] = field(default_factory=dict)  # the variables the decisions read
+    arch: str = "x86_64"  # the CPU architecture wheels are built for: x86_64 | arm64 (aarch64)
+    # wheel file names the llama-cpp-python index lists, per index folder ("cpu", "cu124"); None where
+    # it was not read (then the pinned version's wheel is tried and a source build follows if pip finds none)
+    wheel_index: Mapping[str, tuple[str, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +221,89 @@ def look_at_machine() -> Machine:
         nvcc=_has_nvcc(),
         python=sys.version_info[:2],
         env={k: os.environ[k] for k in env_keys if k in os.environ},
+        arch=_arch(),
     )
+
+
+def _arch() -> str:
+    import platform
+
+    name = platform.machine().lower()
+    return {"amd64": "x86_64", "aarch64": "arm64"}.get(name, name)
+
+
+# ----------------------------------------------------------------------------- the wheel index
+
+WHEEL_INDEX_ENV = "CUTOUT_GUARD_WHEEL_INDEX"  # another llama-cpp-python wheel index (URL or folder), e.g. a mirror
+_WHEEL_FILE = re.compile(r"llama_cpp_python-(?P<version>[0-9][^-]*)-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$")
+
+
+def wheel_index_base(env: Mapping[str, str]) -> str:
+    return env.get(WHEEL_INDEX_ENV, "").rstrip("/") or LLAMA_WHEEL_INDEX
+
+
+def parse_wheel_index(html: str) -> tuple[str, ...]:
+    """The wheel file names a PEP 503 project page links to (``llama_cpp_python-0.3.36-cp311-…whl``)."""
+    from urllib.parse import unquote
+
+    names = []
+    for href in re.findall(r'href=["\']([^"\']+)["\']', html):
+        name = unquote(href.split("#", 1)[0].rsplit("/", 1)[-1])
+        if _WHEEL_FILE.match(name):
+            names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
+def read_wheel_index(base: str, tags: Sequence[str], *, timeout: float = 15.0) -> dict[str, tuple[str, ...]]:
+    """``{tag: wheel names}`` read from ``<base>/<tag>/llama-cpp-python/`` (a URL or a local folder);
+    tags whose page cannot be read are left out (the plan then falls back on pip's own search)."""
+    import urllib.request
+
+    found = {}
+    for tag in tags:
+        where = f"{base}/{tag}/llama-cpp-python/"
+        try:
+            if "://" not in base:
+                page = Path(where) / "index.html"
+                html = page.read_text(encoding="utf-8")
+            else:
+                with urllib.request.urlopen(where, timeout=timeout) as response:
+                    html = response.read().decode("utf-8", "replace")
+        except (OSError, ValueError) as exc:
+            log.info("  could not read the wheel index %s (%s): pip will look for the wheel itself", where, exc)
+            continue
+        found[tag] = parse_wheel_index(html)
+    return found
+
+
+def wheel_fits(name: str, machine: Machine) -> bool:
+    """Whether pip would install this wheel file on ``machine`` (CPython version, ABI, OS and CPU)."""
+    match = _WHEEL_FILE.match(name)
+    if not match:
+        return False
+    cp = "cp{}{}".format(*machine.python[:2])
+    if cp not in match["python"].split(".") and not (match["abi"] == "abi3" and match["python"].startswith("cp3")):
+        return False
+    if match["abi"] not in (cp, "abi3", "none"):
+        return False
+    platforms = match["platform"].split(".")
+    if machine.platform == "linux":
+        return any(p.startswith(("manylinux", "linux")) and p.endswith(machine.arch if machine.arch != "arm64" else "aarch64") for p in platforms)
+    if machine.platform == "win32":
+        return "win_amd64" in platforms and machine.arch == "x86_64"
+    if machine.platform == "darwin":
+        return any(p.startswith("macosx") and (p.endswith(machine.arch) or p.endswith("universal2")) for p in platforms)
+    return False
+
+
+def pick_llama_version(names: Sequence[str], machine: Machine) -> str | None:
+    """The pinned version when the index has a wheel of it for ``machine``, else the newest fitting
+    one not older than ``LLAMA_CPP_MIN``; None when no wheel fits."""
+    versions = {_WHEEL_FILE.match(n)["version"] for n in names if wheel_fits(n, machine)}
+    usable = [v for v in versions if at_least(v, LLAMA_CPP_MIN)]
+    if LLAMA_CPP_VERSION in usable:
+        return LLAMA_CPP_VERSION
+    return max(usable, key=lambda v: _pad(parse_version(v))) if usable else None
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -373,21 +461,23 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
     have = installed.version("llama-cpp-python")
     backend = installed.llama_backend
     right_backend = backend == "cuda" if device == "cuda" else backend not in ("cuda", None)
-    if have is not None and parse_version(have) == parse_version(LLAMA_CPP_VERSION) and right_backend:
-        return []
+    if have is not None and right_backend and parse_version(have) in (parse_version(LLAMA_CPP_VERSION), parse_version(_prebuilt_version(device, cuda, machine) or "")):
+        return []  # the pinned version, or the one the index offers this machine instead
     steps: list[Step] = []
     if have is not None and not right_backend:
         steps.append(Step("uninstall", "llama-cpp-python",
                           f"the installed {have} is a {backend or 'unknown'} build; {device} needs the {device} build",
                           pip=("uninstall", "-y", "llama-cpp-python")))
 
+    slow = f" — takes {SOURCE_BUILD_MINUTES} min on 2 cores; pip's build output follows"
+    build_pip = ("install", "-v", "--no-binary", "llama-cpp-python", "--no-cache-dir", pin)  # -v streams the build's progress
     if device == "cuda":
-        source = Step("build", pin, "from source for CUDA", env=(("CMAKE_ARGS", _cmake_args("-DGGML_CUDA=on", machine)),),
-                      pip=("install", "--no-binary", "llama-cpp-python", "--no-cache-dir", pin))
+        source = Step("build", pin, "from source for CUDA" + slow, env=(("CMAKE_ARGS", _cmake_args("-DGGML_CUDA=on", machine)),),
+                      pip=build_pip)
         missing = [what for what, ok in (("a C/C++ compiler", machine.compiler), ("the CUDA toolkit (nvcc)", machine.nvcc)) if not ok]
     else:
-        source = Step("build", pin, "from source for the CPU", env=(("CMAKE_ARGS", _cmake_args("", machine)),) if machine.env.get("CMAKE_ARGS") else (),
-                      pip=("install", "--no-binary", "llama-cpp-python", "--no-cache-dir", pin))
+        source = Step("build", pin, "from source for the CPU" + slow,
+                      env=(("CMAKE_ARGS", _cmake_args("", machine)),) if machine.env.get("CMAKE_ARGS") else (), pip=build_pip)
         missing = [] if machine.compiler else ["a C/C++ compiler"]
     if missing:
         source = Step("fail", pin, _no_compiler_message(device, missing, cuda))
@@ -399,12 +489,40 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
             source = replace(source, why=source.why + f" (no prebuilt wheel for CUDA {_dotted(cuda)})")
         steps.append(source)
         return steps
-    index = f"{LLAMA_WHEEL_INDEX}/{tag}"
+    index = f"{wheel_index_base(machine.env)}/{tag}"
     label = f"CUDA {tag[2:-1]}.{tag[-1]}" if device == "cuda" else "CPU"
-    steps.append(Step("install", pin, f"prebuilt {label} wheel from {index}",
-                      pip=("install", "--only-binary", "llama-cpp-python", "--extra-index-url", index, pin),
+    listed = None if machine.wheel_index is None else machine.wheel_index.get(tag)
+    version = LLAMA_CPP_VERSION if listed is None else pick_llama_version(listed, machine)
+    if version is None:  # the index was read and has no wheel for this Python / OS / CPU
+        what = f"cp{machine.python[0]}{machine.python[1]} {machine.platform} {machine.arch}"
+        steps.append(replace(source, why=source.why + f" (no prebuilt {label} wheel for {what} on {index})"))
+        return steps
+    why = f"prebuilt {label} wheel from {index}"
+    if version != LLAMA_CPP_VERSION:
+        why += f" ({LLAMA_CPP_VERSION} has no wheel for this machine there; {version} is the newest that fits)"
+    wheel_pin = f"llama-cpp-python=={version}"
+    steps.append(Step("install", wheel_pin, why,
+                      pip=("install", "--only-binary", "llama-cpp-python", "--extra-index-url", index, wheel_pin),
                       fallback=source))
     return steps
+
+
+def _prebuilt_version(device: str, cuda: Version | None, machine: Machine) -> str | None:
+    """The version the read wheel index offers this machine, or None (not read, or nothing fits)."""
+    tag = llama_cuda_wheel_tag(cuda) if device == "cuda" else "cpu"
+    listed = None if machine.wheel_index is None or tag is None else machine.wheel_index.get(tag)
+    return None if listed is None else pick_llama_version(listed, machine)
+
+
+def wheel_tags(machine: Machine) -> tuple[str, ...]:
+    """The index folders worth reading for this machine: ``cpu``, and the CUDA one its driver fits."""
+    tag = llama_cuda_wheel_tag(machine.driver_cuda)
+    return ("cpu",) + ((tag,) if tag else ())
+
+
+def finish_command() -> str:
+    """The one command that installs llama-cpp-python when install.py could not (builds it, showing progress)."""
+    return "python install.py --llama-source"
 
 
 def _no_compiler_message(device: str, missing: list[str], cuda: Version | None) -> str:
