@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 # The largest image (width × height) read or processed by default, set from a measurement: with
 # BEN2's real architecture and the 1B guard, `cutout-guard run` (one model at a time) peaks at
-# 3.77 GiB on a 1 MP photo and 3.93 GiB on a 16 MP one (4608×3456), its largest stage being the
+# 2.71 GiB on a 1 MP photo and 2.86 GiB on a 16 MP one (4608×3456), its largest stage being the
 # cutout (`python -m devtools.bench.stage_memory`), so an image at this limit fits a 4 GiB worker.
+# ComfyUI holds float32 tensors (~64 bytes a pixel): README, "Memory in ComfyUI", says what fits there.
 DEFAULT_MAX_PIXELS = 16_000_000
 WHITE = 1.0
 _ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "L": "RGB", "LA": "RGBA", "CMYK": "RGB"}
