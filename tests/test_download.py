@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 
 from cutout_guard.comfyui import host
-from cutout_guard.core.download import obtain
+from cutout_guard.core.download import download_folder, obtain
 from cutout_guard.core.errors import ModelCorrupt, ModelMissing
 from cutout_guard.core.models import BEN2, KINDS, DefaultModel, ModelKind, RemoteFile, lock_path, verify
 from devtools.synthetic.ben2 import build_ben2
@@ -124,6 +125,38 @@ def test_node_downloads_default_into_first_model_folder(hub, models_dir, tiny_by
     monkeypatch.setitem(KINDS, "ben2", kind_for(tiny_bytes))
     path = host.model_path("ben2", "BEN2_Base.onnx")
     assert path == models_dir / "ben2" / "BEN2_Base.onnx" and path.read_bytes() == tiny_bytes
+
+
+def _unmounted_volume(tmp_path) -> Path:
+    """A folder whose whole path is missing down to the filesystem root, like /runpod-volume/models/ben2
+    on a worker without a network volume (the name is unique, so nothing else made it)."""
+    volume = Path(tmp_path.anchor) / f"cutout-guard-test-volume-{os.getpid()}-{tmp_path.name}"
+    assert not volume.exists()
+    return volume / "models" / "ben2"
+
+
+def test_download_skips_a_volume_that_is_not_mounted(hub, tmp_path, tiny_bytes):
+    """Regression: downloads went to /runpod-volume/models/... (the first folder) with no volume attached."""
+    hub.add("PramaLLC/BEN2", "BEN2_Base.onnx", tiny_bytes)
+    unmounted, image_folder = _unmounted_volume(tmp_path), tmp_path / "comfyui" / "models" / "ben2"
+    path = obtain(kind_for(tiny_bytes), "BEN2_Base.onnx", [unmounted, image_folder])
+    assert path == image_folder / "BEN2_Base.onnx" and path.read_bytes() == tiny_bytes
+    assert not unmounted.parents[1].exists()
+
+
+def test_download_goes_to_the_volume_when_it_is_mounted(tmp_path):
+    volume, image_folder = tmp_path / "runpod-volume", tmp_path / "comfyui" / "models" / "ben2"
+    image_folder.mkdir(parents=True)
+    volume.mkdir()  # mounted, but no models/ben2 on it yet: made there, not in the image
+    assert download_folder([volume / "models" / "ben2", image_folder]) == volume / "models" / "ben2"
+    assert download_folder([_unmounted_volume(tmp_path), image_folder]) == image_folder
+
+
+def test_with_no_usable_folder_the_first_is_named(tmp_path):
+    only = _unmounted_volume(tmp_path)
+    assert download_folder([only]) == only
+    with pytest.raises(ModelMissing, match=str(only)):
+        obtain(kind_for(b"x"), "BEN2_Base.onnx", [only], allow_download=False)
 
 
 def test_names_outside_the_folder_are_refused(tmp_path):

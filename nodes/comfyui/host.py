@@ -75,7 +75,7 @@ def renamed(value, old_value, node: str, old: str, new: str, default):
 
 
 def model_folders(kind_name: str) -> list[Path]:
-    """Folders searched for a kind's models, the first being where downloads go."""
+    """Folders searched for a kind's models; downloads go to the first that exists (core.download.download_folder)."""
     kind = get_kind(kind_name)
     fp = _folder_paths()
     if fp is not None:

@@ -198,6 +198,22 @@ def _etag_sha256(etag: str | None) -> str | None:
     return None
 
 
+def download_folder(folders: list[Path]) -> Path:
+    """Where a missing model is downloaded: the first folder that exists or can be made inside an
+    existing folder other than the filesystem root; the first folder when none can.
+
+    A folder whose whole path is missing down to ``/`` lies on a volume that is not mounted
+    (``/runpod-volume/models/ben2`` on a worker without a network volume): writing there would put
+    the model in the container's own layer under the volume's name, so the next folder is used.
+    With the volume mounted, its folder comes first again (and is made when missing).
+    """
+    for folder in folders:
+        existing = next((p for p in (folder.absolute(), *folder.absolute().parents) if p.is_dir()), None)
+        if existing is not None and existing != Path(existing.anchor):
+            return folder
+    return folders[0]
+
+
 def obtain(
     kind: ModelKind,
     name: str,
@@ -206,7 +222,7 @@ def obtain(
     allow_download: bool = True,
     progress: Progress | None = None,
 ) -> Path:
-    """The verified path of model ``name``: found in ``folders``, or downloaded into the first one."""
+    """The verified path of model ``name``: found in ``folders``, or downloaded into :func:`download_folder`."""
     from .models import find_model, verify
 
     if not folders:
@@ -216,7 +232,8 @@ def obtain(
         verify(kind, found)
         return found
     default = kind.default(name)
-    target = folders[0] / name
+    into = download_folder(folders)
+    target = into / name
     if default is None:
         searched = ", ".join(str(f) for f in folders)
         raise ModelMissing(
@@ -226,6 +243,6 @@ def obtain(
     if not allow_download or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         raise ModelMissing(
             f"{kind.label} model {target} is missing and downloads are off — "
-            f"{fetch_hint(kind, name, folders[0] if not kind.is_folder else target)}"
+            f"{fetch_hint(kind, name, into if not kind.is_folder else target)}"
         )
-    return download(kind, default, folders[0], progress=progress)
+    return download(kind, default, into, progress=progress)
