@@ -22,43 +22,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from devtools.synthetic.tiny_set import TINY, build_tiny_models, with_tiny_models  # noqa: F401 (the workflow tests import them from here)
+
 REPO = Path(__file__).resolve().parent.parent
 FOLDER_KEYS = ("ben2", "florence2", "LLM", "image_guard")
-# the tiny models the workflow tests put in ComfyUI's model folders, by loader node
-TINY = {"CutoutGuardLoadBEN2": "tiny_ben2.onnx", "CutoutGuardLoadFlorence2": "tiny_florence2", "CutoutGuardLoadLlamaGuard": "tiny_guard.gguf",
-        "CutoutGuardLoadImageGuard": "red_image_guard"}  # the rigged classifier: unsafe iff the image is mostly red
-
-
-def build_tiny_models(root: Path) -> None:
-    """Write the TINY models under ``root`` (a ComfyUI models root), those not there yet."""
-    from devtools.synthetic.ben2 import build_ben2
-    from devtools.synthetic.florence2 import build_florence2
-    from devtools.synthetic.image_guard import build_image_guard
-    from devtools.synthetic.llama_guard import build_llama_guard
-
-    builders = {
-        "CutoutGuardLoadBEN2": lambda path: build_ben2(path, size=64),
-        "CutoutGuardLoadFlorence2": build_florence2,
-        "CutoutGuardLoadLlamaGuard": lambda path: build_llama_guard(path, weights="trigger"),
-        "CutoutGuardLoadImageGuard": lambda path: build_image_guard(path, weights="red"),
-    }
-    folders = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "LLM",
-               "CutoutGuardLoadImageGuard": "image_guard"}
-    for node, name in TINY.items():
-        path = root / folders[node] / name
-        if not path.exists():
-            builders[node](path)
-
-
-def with_tiny_models(prompt: dict, image_name: str) -> dict:
-    """A copy of an API prompt whose loaders use the TINY models and whose LoadImage reads ``image_name``."""
-    prompt = json.loads(json.dumps(prompt))
-    for node in prompt.values():
-        if node["class_type"] in TINY:
-            node["inputs"]["model"] = TINY[node["class_type"]]
-        if node["class_type"] == "LoadImage":
-            node["inputs"]["image"] = image_name
-    return prompt
 
 
 def _free_port() -> int:
