@@ -92,6 +92,24 @@ def dockerfile(flavour: str) -> Path:
     return DOCKER / flavour / "Dockerfile"
 
 
+def mounts(run: str) -> list[dict[str, str]]:
+    """The ``--mount=type=bind,...`` options of a RUN, as {key: value}."""
+    return [dict(item.split("=", 1) for item in m.split(",")) for m in re.findall(r"--mount=(type=bind,\S+)", run)]
+
+
+def context_mounts(path: Path, stage: int | None = None) -> list[str]:
+    """Build-context paths that RUN instructions bind-mount (not from another stage)."""
+    return [m["source"] for s, k, a in instructions(path) if k == "RUN" and stage in (None, s)
+            for m in mounts(a) if "from" not in m]
+
+
+def _lock():
+    spec = importlib.util.spec_from_file_location("docker_lock", DOCKER / "lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # ----------------------------------------------------------------------------- base, files, environment
 
 
@@ -131,8 +149,8 @@ def test_every_copied_file_exists_and_reaches_the_build_context(flavour):
               if line.strip() and not line.startswith("#")]
     assert _ignored(".venv/bin/python", ignore) and _ignored(".git/HEAD", ignore) and _ignored("models/ben2/x.onnx", ignore)
     copies = [a for _, k, a in instructions(path) if k in ("COPY", "ADD") and not a.startswith("--from")]
-    assert copies
-    for args in copies:
+    assert copies and context_mounts(path)
+    for args in copies + [f"{source} /mounted" for source in context_mounts(path)]:
         *sources, _dest = shlex.split(args)
         for source in sources:
             assert (REPO / source).exists(), f"{path.relative_to(REPO)} copies {source}, which does not exist"
@@ -146,15 +164,24 @@ def test_every_copied_file_exists_and_reaches_the_build_context(flavour):
 @pytest.mark.parametrize(
     "flavour, expected",
     [
-        ("cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "0", "MKL_NUM_THREADS": "0", "CUTOUT_GUARD_BUILD": "cpu"}),
+        ("cpu", {"CUDA_VISIBLE_DEVICES": "", "CUTOUT_GUARD_BUILD": "cpu", "OMP_NUM_THREADS": None, "MKL_NUM_THREADS": None}),
         ("gpu", {"CUDA_VISIBLE_DEVICES": "0", "NVIDIA_VISIBLE_DEVICES": "all",
                  "NVIDIA_DRIVER_CAPABILITIES": "compute,utility", "CUTOUT_GUARD_BUILD": "cuda"}),
     ],
 )
 def test_environment(flavour, expected):
+    """Regression: OMP_NUM_THREADS=0 / MKL_NUM_THREADS=0 are invalid (libgomp warns and ignores them);
+    the CPU image's start script sets them from the CPU quota instead, so the image sets none."""
     path = dockerfile(flavour)
     env = env_of(path, final_stage(path))
     assert {k: env.get(k) for k in expected} == expected
+    assert not [k for k, v in env.items() if k.endswith("_NUM_THREADS")], "thread counts come from the CPU quota at start"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_no_syntax_line(flavour):
+    """Regression: '# syntax=' makes BuildKit pull a frontend image; the built-in one reads these files."""
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile(flavour).read_text(), re.MULTILINE | re.IGNORECASE)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -166,10 +193,12 @@ def test_install_py_runs_for_the_image_device_and_bakes_every_model_by_default(f
     assert [k for k, _ in ins.parse_models(args["MODELS"], KINDS)] == list(KINDS)  # every kind the pack has
     (script,) = [r for r in runs(path, stage) if "install.py" in r]
     device = DEVICE[flavour]
-    assert f'python install.py --build {device} --models "${{MODELS}}"' in script
-    assert re.search(rf"else\s+python install\.py --build {device};", script)  # BAKE_MODELS=false: packages only
+    install = "python /tmp/cutout-guard/install.py --comfyui /comfyui"
+    assert f'{install} --build {device} --models "${{MODELS}}"' in script
+    assert re.search(rf"else\s+{re.escape(install)} --build {device};", script)  # BAKE_MODELS=false: packages only
     assert '"${BAKE_MODELS}" = "true"' in script
-    requirements = [r for r in runs(path, stage) if "-r requirements.txt" in r]
+    assert f"PIP_CONSTRAINT=/tmp/cutout-guard/constraints.txt" in script and f"source=docker/{flavour}/constraints.txt" in script
+    requirements = [r for r in runs(path, stage) if "-r /tmp/cutout-guard/requirements.txt" in r]
     assert requirements and runs(path, stage).index(requirements[0]) < runs(path, stage).index(script)
 
 
@@ -186,16 +215,200 @@ def test_llama_cpp_is_built_once_for_the_image_and_installed_from_the_builder(fl
         assert "-DGGML_CUDA=on" in flags and "CMAKE_CUDA_ARCHITECTURES" in flags
     assert "-DGGML_NATIVE=OFF" in flags  # the build host's CPU is not the worker's
     final = final_stage(path)
-    copies = [a for s, k, a in instructions(path) if k == "COPY" and s == final and a.startswith("--from=llama-build")]
-    assert copies == ["--from=llama-build /wheels /tmp/wheels"]
-    assert any("pip install --no-cache-dir /tmp/wheels/*.whl" in r for r in runs(path, final))
+    # regression: COPY --from + rm left the wheel in a layer; a bind mount from the builder leaves nothing
+    assert not [a for s, k, a in instructions(path) if k in ("COPY", "ADD") and a.startswith("--from")]
+    stage = "llama-build" if flavour == "cpu" else "llama-wheels"
+    (install,) = [r for r in runs(path, final) if "/tmp/wheels/*.whl" in r]
+    assert f"--mount=type=bind,from={stage},source=/wheels,target=/tmp/wheels" in install
+    assert "python -m pip install --no-cache-dir" in install and "rm " not in install
+    # regression: the wheel's libraries, three names each in two places, are stored once
+    assert install.rstrip().endswith("&& python /tmp/cutout-guard/shared_libs_once.py llama-cpp-python")
+
+
+PACK_CODE = ("__init__.py", "nodes/", "web/", "example_workflows/")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_code_change_keeps_the_dependency_and_model_layers(flavour):
+    """Regression: COPY nodes/ came before pip and the model download, so a one-line change re-downloaded
+    every model. The pack is copied last; earlier layers read only the files they need (bind mounts)."""
+    path = dockerfile(flavour)
+    final = final_stage(path)
+    steps = [(k, a) for s, k, a in instructions(path) if s == final]
+    pack = [i for i, (k, a) in enumerate(steps) if k == "COPY" and any(src in PACK_CODE for src in shlex.split(a)[:-1])]
+    heavy = [i for i, (k, a) in enumerate(steps) if k == "RUN" and ("pip install" in a or "install.py" in a)]
+    assert pack and heavy and max(heavy) < min(pack)
+    copied = {src for k, a in steps if k == "COPY" for src in shlex.split(a)[:-1]}
+    assert {"__init__.py", "nodes/", "web/", "example_workflows/", f"workflows_{flavour}/"} <= copied  # the canvas shows verdicts
+    (models,) = [a for k, a in steps if k == "RUN" and "install.py" in a]
+    read = {m["source"] for m in mounts(models)}
+    assert "nodes" not in read and "nodes/core" not in read and "nodes/comfyui" not in read
+    assert read <= {"install.py", "nodes/install", f"docker/{flavour}/constraints.txt"} | {f"nodes/core/{m}.py" for m in _install_needs()}
+
+
+def _install_needs() -> set[str]:
+    """The nodes/core modules nodes/install/ and the model download import (relative imports, transitively)."""
+    import ast
+
+    needed, todo = set(), [REPO / "nodes" / "install" / "installer.py", REPO / "nodes" / "core" / "download.py"]
+    while todo:
+        module = todo.pop()
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = module.parent
+                for _ in range(node.level - 1):
+                    base = base.parent
+                parts = (node.module or "").split(".") if node.module else []
+                targets = [base.joinpath(*parts)] if parts else [base / a.name for a in node.names]
+                if parts:
+                    targets += [base.joinpath(*parts, a.name) for a in node.names]
+                for target in targets:
+                    file = target.with_suffix(".py")
+                    if file.is_file() and file.parent.name == "core" and file.stem not in needed:
+                        needed.add(file.stem)
+                        todo.append(file)
+    return needed
+
+
+def test_the_model_layer_mounts_every_module_install_py_imports():
+    needs = _install_needs()
+    assert {"models", "download", "errors", "vocab"} <= needs  # the walk finds what it should
+    for flavour in FLAVOURS:
+        path = dockerfile(flavour)
+        (models,) = [a for a in runs(path, final_stage(path)) if "install.py" in a]
+        read = {m["source"]: m["target"] for m in mounts(models)}
+        for name in needs:
+            assert read.get(f"nodes/core/{name}.py") == f"/tmp/cutout-guard/nodes/core/{name}.py", (flavour, name)
+
+
+# ----------------------------------------------------------------------------- the package lock
+
+
+def test_lock_closure_follows_markers_and_extras():
+    lock = _lock()
+    dists = {"a": ("1", ["b>=1", "c; python_version < '3'", "d; extra == 'x'"]), "b": ("2", ["e"]), "c": ("1", []),
+             "d": ("1", []), "e": ("3", [])}
+    env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux", "platform_system": "Linux",
+           "platform_machine": "x86_64", "implementation_name": "cpython", "os_name": "posix",
+           "platform_python_implementation": "CPython", "platform_release": "", "platform_version": "", "implementation_version": "3.11.2"}
+    assert lock.closure(["a"], dists, env) == ["a", "b", "e"]
+    assert lock.closure(["a[x]"], dists, env) == ["a", "b", "d", "e"]
+    with pytest.raises(ValueError, match="not installed"):
+        lock.closure(["z"], dists, env)
+
+
+def test_lock_keeps_base_versions_that_satisfy_the_pack():
+    lock = _lock()
+    base = {"torch": "2.7.1", "transformers": "4.55.2", "numpy": "2.1.0", "tqdm": "4.60.0"}
+    pins = lock.keep_pins(["numpy>=1.25", "transformers>=4.56", "tqdm>=4.66", "pillow>=10"], base)
+    assert pins == {"torch": "2.7.1", "numpy": "2.1.0"}  # transformers and tqdm are too old; pillow is missing
+    lines = lock.lock_lines(["numpy", "transformers", "pillow"], base, {"numpy": "2.1.0", "transformers": "4.57.6", "pillow": "11.0"})
+    assert lines == ["numpy==2.1.0  # base", "pillow==11.0  # added", "transformers==4.57.6  # upgraded from 4.55.2"]
+    assert lock.parse_lock("# x\n" + "\n".join(lines)) == {"numpy": ("2.1.0", "base"), "pillow": ("11.0", "added"),
+                                                           "transformers": ("4.57.6", "upgraded from 4.55.2")}
+    with pytest.raises(ValueError, match="pinned"):
+        lock.parse_lock("numpy>=2  # base")
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_lock_pins_everything_the_image_installs(flavour):
+    """docker/<flavour>/constraints.txt (written by docker/lock.py): every package the Dockerfile asks
+    for is pinned to a version that satisfies it; the base's version was replaced only where it did not."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = _lock()
+    locked = lock.parse_lock(lock.constraints_path(flavour).read_text())
+    assert all(name == canonicalize_name(name) for name in locked)
+    for text in lock.top_level(flavour):
+        req = Requirement(text)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        name = canonicalize_name(req.name)
+        assert name in locked, f"{text} is installed by the {flavour} image but not locked (run python docker/lock.py)"
+        version, origin = locked[name]
+        assert req.specifier.contains(version, prereleases=True), f"{name}=={version} does not satisfy {text}"
+        if origin.startswith("upgraded from "):
+            base = origin.removeprefix("upgraded from ")
+            assert not req.specifier.contains(base, prereleases=True), f"the base's {name} {base} satisfies {text}: keep it"
+    for protected in lock.PROTECTED:
+        assert protected not in locked or locked[protected][1] == "base"  # torch is never changed
+    # the versions the Dockerfile names are the locked ones
+    assert locked["llama-cpp-python"][0] == ins.LLAMA_CPP_VERSION
+    if flavour == "gpu":
+        assert locked["onnxruntime-gpu"][0] == stage_args(dockerfile("gpu"), final_stage(dockerfile("gpu")))["ONNXRUNTIME_GPU_VERSION"]
+        assert "onnxruntime" not in locked
+    else:
+        assert "onnxruntime-gpu" not in locked
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_image_installs_what_the_lock_was_made_for(flavour):
+    """The Dockerfile's one pip install names exactly lock.py's top-level list, under its own lock."""
+    path = dockerfile(flavour)
+    (install,) = [r for r in runs(path, final_stage(path)) if "/tmp/wheels/*.whl" in r]
+    assert f"source=docker/{flavour}/constraints.txt,target=/tmp/cutout-guard/constraints.txt" in install
+    words = shlex.split(install.split("python -m pip install", 1)[1].split("&&", 1)[0])
+    assert words[:3] == ["--no-cache-dir", "-c", "/tmp/cutout-guard/constraints.txt"]
+    asked = [w for w in words[3:] if w != "-r" and not w.startswith("/tmp/")]
+    assert "/tmp/cutout-guard/requirements.txt" in words[3:] and "/tmp/wheels/*.whl" in words[3:]
+    version = stage_args(path, final_stage(path)).get("ONNXRUNTIME_GPU_VERSION")
+    expected = [r for r in _lock().runtimes(flavour) if not r.startswith("llama-cpp-python")]
+    assert [w.replace("${ONNXRUNTIME_GPU_VERSION}", version or "") for w in asked] == expected
+
+
+# ----------------------------------------------------------------------------- llama.cpp's libraries once
+
+
+def _shared_libs_once():
+    spec = importlib.util.spec_from_file_location("shared_libs_once", DOCKER / "common" / "shared_libs_once.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_llama(site: Path) -> None:
+    """A distribution laid out like llama-cpp-python 0.3.x's wheel: each library under three names, twice."""
+    files = {"llama_cpp/__init__.py": b"", "llama_cpp/lib/other.so": b"different"}
+    for lib, content in (("libllama.so", b"LLAMA" * 100), ("libggml.so", b"GGML" * 50)):
+        version = ".0.5.0" if lib == "libllama.so" else ".0.25.3"
+        for folder in ("llama_cpp/lib/", "lib/"):
+            for name in (lib, lib + ".0", lib + version):
+                files[folder + name] = content
+    dist = site / "llama_cpp_python-0.3.36.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: 0.3.36\n")
+    rows = []
+    for rel, content in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(content)
+        rows.append(f"{rel},sha256=x,{len(content)}")
+    (dist / "RECORD").write_text("\n".join(rows + ["llama_cpp_python-0.3.36.dist-info/METADATA,,", "llama_cpp_python-0.3.36.dist-info/RECORD,,"]) + "\n")
+
+
+def test_shared_libraries_are_stored_once_and_every_name_still_loads(tmp_path):
+    module = _shared_libs_once()
+    _fake_llama(tmp_path)
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.so*")}
+    assert module.main(["llama-cpp-python", "--path", str(tmp_path)]) == 0
+    regular = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.so*") if not p.is_symlink())
+    assert regular == ["llama_cpp/lib/libggml.so.0.25.3", "llama_cpp/lib/libllama.so.0.5.0", "llama_cpp/lib/other.so"]
+    for rel, content in before.items():  # every path still gives the same bytes
+        assert (tmp_path / rel).read_bytes() == content, rel
+        if (tmp_path / rel).is_symlink():
+            assert not Path(os.readlink(tmp_path / rel)).is_absolute()
+    record = (tmp_path / "llama_cpp_python-0.3.36.dist-info" / "RECORD").read_text()
+    assert "lib/libllama.so,," in record and "llama_cpp/lib/libllama.so.0.5.0,sha256=x," in record
+    assert module.store_once(next(iter(__import__("importlib.metadata").metadata.distributions(path=[str(tmp_path)])))) == (0, 0)
+
+
+# ----------------------------------------------------------------------------- what install.py sees in the image
 
 
 def _image_state(flavour: str) -> ins.Installed:
-    """The packages the Dockerfile puts in place before install.py runs (ComfyUI's torch and transformers)."""
-    versions = {"torch": "2.7.1+cu126", "transformers": "4.57.1", "llama-cpp-python": ins.LLAMA_CPP_VERSION}
-    if flavour == "gpu":
-        versions["onnxruntime-gpu"] = stage_args(dockerfile("gpu"), final_stage(dockerfile("gpu")))["ONNXRUNTIME_GPU_VERSION"]
+    """The packages in place when install.py runs: the base's torch, the rest at the lock's versions."""
+    locked = {name: version for name, (version, _) in _lock().parse_lock(_lock().constraints_path(flavour).read_text()).items()}
+    versions = {"torch": "2.7.1+cu126", **locked}
     return ins.Installed(versions, "cuda" if flavour == "gpu" else "cpu")
 
 
@@ -208,8 +421,7 @@ def test_install_py_keeps_what_the_dockerfile_installed(flavour):
     machine = ins.Machine(platform="linux", env=env)  # a build container: no driver, no compiler
     device, steps = ins.make_plan(machine, _image_state(flavour), ins.Request(build=DEVICE[flavour]))
     assert device.value == DEVICE[flavour]
-    expected = [] if flavour == "gpu" else [("install", "onnxruntime>=1.20")]
-    assert [(s.action, s.target) for s in ins.changes(steps)] == expected
+    assert [(s.action, s.target) for s in ins.changes(steps)] == []  # the locked packages are what it wants
 
 
 def test_gpu_onnxruntime_is_the_cuda_12_build():
@@ -242,11 +454,12 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
 
 def _start(tmp_path: Path, **env_values) -> list[list[str]]:
     """Run docker/cpu/start.sh with stand-ins for python, ldconfig and comfy-manager-set-mode;
-    return each python command line, with OPENBLAS_NUM_THREADS as the stand-in saw it."""
+    return each python command line, after the three thread counts as the stand-in saw them."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "calls"
-    _stub(bin_dir, "python", f'printf "%s\\n" "OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS $*" >> {calls}\n')
+    _stub(bin_dir, "python", f'printf "%s\\n" "OMP_NUM_THREADS=$OMP_NUM_THREADS MKL_NUM_THREADS=$MKL_NUM_THREADS '
+                              f'OPENBLAS_NUM_THREADS=$OPENBLAS_NUM_THREADS $*" >> {calls}\n')
     _stub(bin_dir, "ldconfig", "exit 0\n")
     _stub(bin_dir, "comfy-manager-set-mode", "exit 0\n")
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path), **env_values}
@@ -269,9 +482,9 @@ def test_cpu_start_script_passes_cpu_to_comfyui(tmp_path):
     calls = _start(tmp_path, CUTOUT_GUARD_CPU_MAX=str(quota))
     comfy = _command(calls, "/comfyui/main.py")
     assert "--cpu" in comfy and "--listen" not in comfy
-    assert comfy[0] == "OPENBLAS_NUM_THREADS=1"
+    assert comfy[:3] == ["OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1"]
     handler = _command(calls, "/handler.py")
-    assert handler[1:] == ["-u", "/handler.py"]
+    assert handler[3:] == ["-u", "/handler.py"]
 
 
 def test_cpu_start_script_local_api_mode(tmp_path):
@@ -280,8 +493,19 @@ def test_cpu_start_script_local_api_mode(tmp_path):
     calls = _start(tmp_path, SERVE_API_LOCALLY="true", CUTOUT_GUARD_CPU_MAX=str(quota), OPENBLAS_NUM_THREADS="0")
     comfy = _command(calls, "/comfyui/main.py")
     assert "--cpu" in comfy and "--listen" in comfy
-    assert comfy[0] == f"OPENBLAS_NUM_THREADS={len(os.sched_getaffinity(0))}"
+    every = len(os.sched_getaffinity(0))
+    assert comfy[:3] == [f"OMP_NUM_THREADS={every}", f"MKL_NUM_THREADS={every}", f"OPENBLAS_NUM_THREADS={every}"]
     assert _command(calls, "/handler.py")[-2:] == ["--rp_serve_api", "--rp_api_host=0.0.0.0"]
+
+
+def test_cpu_start_script_turns_zero_thread_counts_into_the_quota_and_keeps_set_ones(tmp_path):
+    """Regression: OMP_NUM_THREADS=0 / MKL_NUM_THREADS=0 reached libgomp, which rejects 0 and ignores it."""
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # 1.5 CPUs: rounded up
+    calls = _start(tmp_path, CUTOUT_GUARD_CPU_MAX=str(quota), OMP_NUM_THREADS="0", MKL_NUM_THREADS="3")
+    expected = min(2, len(os.sched_getaffinity(0)))
+    assert _command(calls, "/comfyui/main.py")[:3] == [f"OMP_NUM_THREADS={expected}", "MKL_NUM_THREADS=3",
+                                                       f"OPENBLAS_NUM_THREADS={expected}"]
 
 
 def _comfy_flags(tmp_path) -> list[str]:
@@ -393,15 +617,16 @@ def _workflow_source(flavour: str) -> Path:
     return REPO / _generator().TARGETS[flavour] / "cutout_caption_safety.api.json"
 
 
+@pytest.mark.parametrize("tiny", [False, True], ids=["default models", "tiny models"])
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_test_input_is_regenerated_from_the_committed_workflow(flavour):
+def test_test_input_is_regenerated_from_the_committed_workflow(flavour, tiny):
     assert _workflow_source(flavour).is_file(), f"{_workflow_source(flavour).relative_to(REPO)} is missing"
     gen = _generator()
-    committed = gen.target(flavour).read_text()
-    assert committed == gen.render(flavour), "run python docker/make_test_input.py"
-    # each image ships its own flavour's request
+    committed = gen.target(flavour, tiny=tiny).read_text()
+    assert committed == gen.render(flavour, tiny=tiny), "run python docker/make_test_input.py"
+    # each image ships its own flavour's requests
     path = dockerfile(flavour)
-    assert ("COPY", f"docker/{flavour}/test_input.json /test_input.json") in [(k, a) for _, k, a in instructions(path)]
+    assert ("COPY", f"docker/{flavour}/test_input.json docker/{flavour}/test_input.tiny.json /") in [(k, a) for _, k, a in instructions(path)]
 
 
 def test_request_builder():
@@ -420,13 +645,20 @@ SETTINGS = {"cpu": {"provider": "CPU", "precision": "fp32", "n_gpu_layers": 0},
             "gpu": {"provider": "CUDA", "precision": "fp16", "n_gpu_layers": -1}}
 
 
+@pytest.mark.parametrize("tiny", [False, True], ids=["default models", "tiny models"])
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_test_input_is_a_valid_request_for_the_pack(flavour):
+def test_test_input_is_a_valid_request_for_the_pack(flavour, tiny):
     from PIL import Image
 
     from cutout_guard import NODE_CLASS_MAPPINGS
+    from devtools.synthetic.tiny_set import TINY
 
-    body = json.loads((DOCKER / flavour / "test_input.json").read_text())
+    body = json.loads(_generator().target(flavour, tiny=tiny).read_text())
+    loaders = {n["class_type"]: n["inputs"]["model"] for n in body["input"]["workflow"].values() if n["class_type"] in TINY}
+    assert set(loaders) == set(TINY)
+    assert (loaders == TINY) is tiny  # the tiny request names the tiny set's models, the other the defaults'
+    if not tiny:
+        assert loaders["CutoutGuardLoadBEN2"] == "BEN2_Base.onnx"
     assert set(body) == {"input"} and set(body["input"]) == {"workflow", "images"}
     workflow, images = body["input"]["workflow"], body["input"]["images"]
     loads = {n["inputs"]["image"] for n in workflow.values() if n["class_type"] == "LoadImage"}

@@ -34,11 +34,16 @@ if [ -n "$tcmalloc" ]; then
   export LD_PRELOAD="$tcmalloc"
 fi
 
-# OpenBLAS (llama.cpp's prompt processing) reads this; 0 or unset means "every host core".
-if [ -z "${OPENBLAS_NUM_THREADS:-}" ] || [ "${OPENBLAS_NUM_THREADS}" = "0" ]; then
-  OPENBLAS_NUM_THREADS="$(cpu_count)"
-  export OPENBLAS_NUM_THREADS
-fi
+# Thread pools, sized from the CPU quota: OpenMP (torch, llama.cpp's GNU OpenMP), MKL and
+# OpenBLAS (llama.cpp's prompt processing) read these when they load. Unset or 0 (meant as "all
+# threads": libgomp rejects 0 as invalid and OpenBLAS takes every host core) becomes this
+# container's CPU count; a positive value set on the endpoint is kept.
+threads="$(cpu_count)"
+for var in OMP_NUM_THREADS MKL_NUM_THREADS OPENBLAS_NUM_THREADS; do
+  if [ -z "${!var:-}" ] || [ "${!var}" = "0" ]; then
+    export "$var=$threads"
+  fi
+done
 
 comfy-manager-set-mode offline || echo "cutout-guard: could not set ComfyUI-Manager's network mode" >&2
 
@@ -50,7 +55,7 @@ if [ "${SERVE_API_LOCALLY:-}" = "true" ]; then
   handler_args+=(--rp_serve_api --rp_api_host=0.0.0.0)
 fi
 
-echo "cutout-guard: starting ComfyUI on the CPU (${OPENBLAS_NUM_THREADS} BLAS threads): main.py ${comfy_args[*]}"
+echo "cutout-guard: starting ComfyUI on the CPU (threads: OMP ${OMP_NUM_THREADS}, MKL ${MKL_NUM_THREADS}, OpenBLAS ${OPENBLAS_NUM_THREADS}): main.py ${comfy_args[*]}"
 python -u /comfyui/main.py "${comfy_args[@]}" &
 
 echo "cutout-guard: starting the RunPod handler"
