@@ -65,7 +65,7 @@ in_image() {  # in_image TAG COMMAND...: runs a command in a fresh container of 
 static_checks() {  # static_checks TAG FLAVOUR
   local tag=$1 flavour=$2
   echo "packages against docker/$flavour/constraints.txt:"
-  in_image "$tag" python -m pip freeze --all 2>/dev/null | "$PYTHON" docker/smoke.py freeze "$flavour" || fail "$tag: packages differ from the lock"
+  in_image "$tag" python -m pip list --format=freeze 2>/dev/null | "$PYTHON" docker/smoke.py freeze "$flavour" || fail "$tag: packages differ from the lock"
   in_image "$tag" python -m pip check || fail "$tag: pip check"
   echo "llama.cpp libraries (regular files, then links):"
   in_image "$tag" sh -c 'find / -xdev -name "libllama*.so*" -type f; find / -xdev -name "libllama*.so*" -type l | wc -l | xargs echo "  links:"'
