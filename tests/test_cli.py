@@ -514,28 +514,37 @@ def test_an_interrupted_stage_by_stage_run_resumes_from_its_chunk(models, tmp_pa
     assert sorted(e["output"] for e in results(out)) == ["0.png", "1.png", "2.png", "3.png"]
 
 
+def _touched(mib: int):
+    """``mib`` MiB of fresh anonymous pages, every page written (a private mapping: never memory the
+    allocator already holds from earlier tests, which would not raise the RSS)."""
+    import mmap
+
+    block = mmap.mmap(-1, mib * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):
+        block[offset] = 1
+    return block
+
+
 def test_stage_peak_memory_is_read_per_stage():
     from cutout_guard.app import stages
 
     if not stages.reset_peak_memory():
         pytest.skip("this kernel cannot reset the peak RSS")
     before = stages.peak_memory()
-    block = np.ones(64 * 2**20, np.uint8)  # 64 MiB touched
+    block = _touched(64)
     during = stages.peak_memory()
-    del block
+    block.close()
     assert during - before >= 60 * 2**20
     assert stages.reset_peak_memory() and stages.peak_memory() < during  # a new window starts below the old peak
     peaks = stages.StagePeaks()
     with peaks.around("big"):
-        block = np.ones(96 * 2**20, np.uint8)
-        del block
+        _touched(96).close()
     with peaks.around("small"):
         pass
     assert peaks.peaks["big"] - peaks.peaks["small"] >= 90 * 2**20
     assert peaks.summary().startswith("big ") and "MiB" in peaks.summary()
     # a peak outside every stage, before a reset, still counts for the whole run
-    block = np.ones(160 * 2**20, np.uint8)
-    del block
+    _touched(160).close()
     with peaks.around("after"):
         pass
     assert peaks.whole >= peaks.peaks["small"] + 150 * 2**20
