@@ -168,12 +168,7 @@ _malloc_trim = None
 def caption_view(cutout: np.ndarray, color: str = CAPTION_COLOR) -> np.ndarray:
     """The RGBA cutout (uint8 or float 0..1) as it is shown: composited on ``color``, ``H×W×3`` uint8
     (what the image processors are given), made a band of rows at a time so no full-size float copy is needed."""
-    fill = imageops.parse_color(color)
-    view = np.empty((*cutout.shape[:2], 3), np.uint8)
-    for top in range(0, cutout.shape[0], imageops.BAND_ROWS):
-        band = imageops.as_float(cutout[top : top + imageops.BAND_ROWS])
-        imageops.to_uint8(imageops.cutout(band[..., :3], band[..., 3], color=fill), out=view[top : top + imageops.BAND_ROWS])
-    return view
+    return imageops.shown_uint8(cutout, imageops.parse_color(color))
 
 
 class Pipeline:

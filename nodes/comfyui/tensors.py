@@ -79,15 +79,7 @@ def shown_frame(image, index: int, background: np.ndarray) -> np.ndarray:
     """Image ``index`` as it is seen, ``H×W×3`` uint8 (what the image processors take): an RGBA
     frame composited over ``background`` (a cutout keeps the removed background's colours under
     alpha 0; dropping alpha would show them). Made a band of rows at a time: no full-size float copy."""
-    array = frame_array(image, index)
-    shown = np.empty((*array.shape[:2], 3), np.uint8)
-    for top in range(0, array.shape[0], imageops.BAND_ROWS):
-        band = array[top : top + imageops.BAND_ROWS]
-        rgb = np.clip(np.repeat(band, 3, axis=-1) if band.shape[-1] == 1 else band[..., :3], 0.0, 1.0)
-        if band.shape[-1] == 4:
-            imageops.cutout(rgb, np.clip(band[..., 3], 0.0, 1.0), color=background, out=rgb)
-        imageops.to_uint8(rgb, out=shown[top : top + imageops.BAND_ROWS])
-    return shown
+    return imageops.shown_uint8(frame_array(image, index), background)
 
 
 def _batch(arrays) -> np.ndarray:

@@ -180,6 +180,20 @@ def as_float(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def shown_uint8(image: np.ndarray, color: np.ndarray) -> np.ndarray:
+    """An ``H×W×C`` image (C 1, 3 or 4; uint8 or float, clipped to 0..1) as it is seen: grey expanded,
+    RGBA composited over ``color`` (a cutout keeps the removed background's colours under alpha 0;
+    dropping alpha would show them); ``H×W×3`` uint8, made a band of rows at a time, ``image`` untouched."""
+    shown = np.empty((*image.shape[:2], 3), np.uint8)
+    for top in range(0, image.shape[0], BAND_ROWS):
+        band = as_float(image[top : top + BAND_ROWS])
+        rgb = np.clip(np.repeat(band, 3, axis=-1) if band.shape[-1] == 1 else band[..., :3], 0.0, 1.0)
+        if band.shape[-1] == 4:
+            cutout(rgb, np.clip(band[..., 3], 0.0, 1.0), color=color, out=rgb)
+        to_uint8(rgb, out=shown[top : top + BAND_ROWS])
+    return shown
+
+
 def cutout(image: np.ndarray, alpha: np.ndarray, *, color: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """RGBA (``color`` None) or RGB composited over ``color``; ``image`` is ``H×W×3`` (clipped to 0..1 here).
 
