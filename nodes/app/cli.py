@@ -30,7 +30,7 @@ from ..core.errors import CutoutGuardError, ModelMissing
 from ..core.imagefile import DEFAULT_MAX_PIXELS, read_image
 from ..core.models import KINDS, get_kind
 from ..core.results import RESULTS, append_result, load_done, new_entry
-from .stages import DEFAULT_CHUNK, StagePeaks
+from .stages import DEFAULT_CHUNK, StagePeaks, failure_text
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +282,8 @@ def process_one(item: Item, pipeline, out_dir: Path, options: dict, args, around
     try:
         result = pipeline.process(read_image(item.source, max_pixels=args.max_pixels), **options, **hook)  # holds no copy
         write_report(item, result, pipeline, out_dir, options, args, entry)
-    except CutoutGuardError as exc:
-        entry["error"] = str(exc)
     except Exception as exc:  # one bad image must not end an overnight batch
-        log.debug("failure on %s", item.label, exc_info=True)
-        entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["error"] = failure_text(item.label, exc)
     if entry["error"] is not None:
         entry["seconds"] = {"total": round(time.perf_counter() - start, 4)}
     return entry

@@ -116,8 +116,8 @@ def run_by_stages(todo, *, load: Callable[[tuple[str, ...]], Pipeline], options:
     """Run ``todo`` (cli.Items) stage by stage in chunks; (succeeded, failed).
 
     ``load(engines)``: a Pipeline holding only those engines; ``options``: the ``*_options`` of each
-    stage plus ``max_pixels`` and ``image_check`` (bool); ``finish(item, result, pipeline) -> entry``
-    writes one image's report and returns its ``results.jsonl`` line; ``progress``: a tqdm-like bar
+    stage plus ``max_pixels`` and ``image_check`` (bool); ``finish(item, result, pipeline)`` writes one
+    image's report and appends its ``results.jsonl`` line (a failed image's line is appended here); ``progress``: a tqdm-like bar
     advanced once per image and stage; ``peaks``: records each stage's peak memory, its model's load included.
     """
     peaks = peaks or StagePeaks()
@@ -159,17 +159,23 @@ def _run_stage(name: str, engines: tuple[str, ...], step: Callable, live: list[P
             io_seconds = 0.0
             try:
                 io_seconds = step(pipeline, pending)
-            except CutoutGuardError as exc:
-                pending.error = str(exc)
             except Exception as exc:  # one bad image must not end an overnight batch
-                log.debug("failure on %s", pending.item.label, exc_info=True)
-                pending.error = f"{type(exc).__name__}: {exc}"
+                pending.error = failure_text(pending.item.label, exc)
             pending.seconds[name] = time.perf_counter() - begun - io_seconds
             if progress is not None:
                 progress.update(1)
     finally:
         pipeline.close()
     log.info("stage %s: %d image(s) in %.1f s", name, len(live), time.perf_counter() - started)
+
+
+def failure_text(label: str, exc: Exception) -> str:
+    """What a failed image's ``error`` says: the pack's own message, or the exception's type and text
+    (whose traceback goes to the debug log)."""
+    if isinstance(exc, CutoutGuardError):
+        return str(exc)
+    log.debug("failure on %s", label, exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _stages(options: dict, finish: Callable):
@@ -194,13 +200,13 @@ def _stages(options: dict, finish: Callable):
     def check(pipeline: Pipeline, pending: Pending) -> float:
         begun = time.perf_counter()
         verdict = pipeline.check(pending.caption, options["check_options"])
-        seconds = {**pending.seconds, "safety_check": time.perf_counter() - begun}
-        cutout, io_seconds = _read_cutout(pending)
-        begun = time.perf_counter() - io_seconds
+        checked = time.perf_counter()
+        seconds = {**pending.seconds, "safety_check": checked - begun}
+        cutout, _ = _read_cutout(pending)
         result = Result(cutout=cutout, alpha=cutout[..., 3], caption=pending.caption, verdict=verdict,
                         image_verdict=pending.image_verdict, seconds=seconds)
         finish(pending.item, result, pipeline)
-        return time.perf_counter() - begun
+        return time.perf_counter() - checked  # reading the cutout and writing the report are not the check's time
 
     stages = [("cutout", ("ben2",), cut_out)]
     if options["image_check"]:
