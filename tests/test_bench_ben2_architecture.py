@@ -79,12 +79,14 @@ flags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16
 """
 
 
-def test_the_cpu_is_described_with_its_vector_features():
-    xeon = machine.cpu_description(CPUINFO)
+def test_the_cpu_is_described_with_its_vector_features(tmp_path):
+    (tmp_path / "xeon").write_text(CPUINFO)
+    (tmp_path / "zen").write_text("model name : AMD EPYC\nflags : sse2 avx2 fma\n")
+    xeon = machine.cpu_description(tmp_path / "xeon")
     assert xeon == {"model": "Intel(R) Xeon(R) Platinum 8480+",
                     "features": ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16"]}
     assert machine.describe(xeon) == "Intel(R) Xeon(R) Platinum 8480+ — avx2, fma, avx512f, avx512_vnni, avx512_bf16, amx_tile, amx_bf16"
-    zen = machine.cpu_description("model name : AMD EPYC\nflags : sse2 avx2 fma\n")
+    zen = machine.cpu_description(tmp_path / "zen")
     assert machine.describe(zen) == "AMD EPYC — avx2, fma; no AVX-512, no AMX"
 
 

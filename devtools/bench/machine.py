@@ -8,22 +8,15 @@ import statistics
 import time
 from pathlib import Path
 
+from cutout_guard.core.cpu import CPUINFO, cpu_flags, cpu_model_name
+
 FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def cpu_description(cpuinfo: str | None = None) -> dict:
-    """``{"model": …, "features": [...]}`` from ``/proc/cpuinfo`` (or the text given)."""
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.exists() else ""
-    model, flags = None, None
-    for line in cpuinfo.splitlines():
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "model name" and model is None:
-            model = value
-        elif key == "flags" and flags is None:
-            flags = set(value.split())
-    return {"model": model or platform.processor() or "unknown CPU", "features": [f for f in FEATURES if f in (flags or ())]}
+def cpu_description(cpuinfo: Path = CPUINFO) -> dict:
+    """``{"model": …, "features": [...]}`` from ``/proc/cpuinfo`` (or the file given), read as the pack reads it."""
+    flags = cpu_flags(cpuinfo)
+    return {"model": cpu_model_name(cpuinfo) or platform.processor() or "unknown CPU", "features": [f for f in FEATURES if f in flags]}
 
 
 def describe(cpu: dict) -> str:

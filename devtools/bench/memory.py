@@ -110,10 +110,9 @@ def run_peak(stderr: str, ru_maxrss: int) -> int:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    from cutout_guard.core.cpu import cpu_model_name
+
+    return cpu_model_name() or platform.processor() or "unknown CPU"
 
 
 def table(rows: list[dict]) -> str:
