@@ -95,30 +95,6 @@ def _arguments(argv):
     return p.parse_args(argv)
 
 
-def _described(installer, machine, text: str):
-    """``machine`` with the facts of a --machine description replaced."""
-    facts = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, _, value = item.partition("=")
-        facts[key.strip()] = value.strip()
-    changes = {}
-    if "python" in facts:
-        changes["python"] = tuple(int(v) for v in facts["python"].split(".")[:2])
-    for key in ("platform", "arch"):
-        if key in facts:
-            changes[key] = facts[key]
-    if "cuda" in facts:
-        cuda = installer.parse_version(facts["cuda"])
-        changes.update(driver_cuda=cuda, nvidia_smi=cuda is not None, proc_driver=cuda is not None, libcuda=cuda is not None)
-    for key in ("compiler", "nvcc"):
-        if key in facts:
-            changes[key] = facts[key].lower() in ("1", "yes", "true")
-    unknown = set(facts) - {"python", "platform", "arch", "cuda", "compiler", "nvcc"}
-    if unknown:
-        raise ValueError(f"--machine: unknown fact(s) {', '.join(sorted(unknown))} (python, platform, arch, cuda, compiler, nvcc)")
-    return dataclasses.replace(machine, **changes)
-
-
 def main(argv=None) -> int:
     args = _arguments(argv)
     with _show_messages():
@@ -150,7 +126,7 @@ def _main(args) -> int:
             log.error("install.py: --machine describes another machine: use it with --dry-run")
             return 2
         try:
-            machine = _described(installer, machine, args.machine)
+            machine = installer.described_machine(machine, args.machine)
         except ValueError as exc:
             log.error("install.py: %s", exc)
             return 2
@@ -187,7 +163,7 @@ def _main(args) -> int:
         # everything else is installed and the pack loads; only the Llama Guard nodes wait for it
         log.warning("WARNING: llama-cpp-python could not be installed, so the Llama Guard nodes cannot run yet; "
                     "everything else is installed. To finish, run in this folder (it builds llama-cpp-python, "
-                    "%s min on 2 cores): %s", installer.SOURCE_BUILD_MINUTES, installer.finish_command())
+                    "%s min on 2 cores): %s", installer.LLAMA_SOURCE_BUILD_MINUTES, installer.LLAMA_SOURCE_COMMAND)
         return 0
     return 1 if failed else 0
 

@@ -47,3 +47,7 @@ DEFAULT_THRESHOLD = 0.5  # `threshold`: unsafe when p_unsafe >= threshold
 UNSAFE_ACTIONS = ("keep", "blur", "withhold")  # `unsafe_action`
 STAGES = ("cutout", "image_check", "caption", "safety_check")  # keys of the report's `seconds`, in run order
 
+# What finishes an install that could not get llama-cpp-python (install.py's warning and the Llama
+# Guard nodes' error say the same), and how long that source build takes on 2 cores (measured).
+LLAMA_SOURCE_COMMAND = "python install.py --llama-source"
+LLAMA_SOURCE_BUILD_MINUTES = "15–25"

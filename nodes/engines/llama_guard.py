@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.cpu import resolve_threads
 from ..core.errors import BadInput, DeviceUnavailable, MissingDependency, ModelCorrupt
-from ..core.vocab import DEFAULT_THRESHOLD
+from ..core.vocab import DEFAULT_THRESHOLD, LLAMA_SOURCE_BUILD_MINUTES, LLAMA_SOURCE_COMMAND
 from ..core.text import encodable_text
 from .llama_guard_prompt import HAZARDS, Template, parse_policy, template_for, tokenize_body, tokenize_prefix
 
@@ -55,8 +55,8 @@ def import_llama_cpp():
         import llama_cpp
     except ImportError:
         raise MissingDependency(
-            "Llama Guard needs llama-cpp-python, which is not installed — run `python install.py --llama-source` in "
-            f"the Cutout Guard folder (it builds the CPU or CUDA build, 15–25 min, showing progress), or `{INSTALL_CPU}` "
+            f"Llama Guard needs llama-cpp-python, which is not installed — run `{LLAMA_SOURCE_COMMAND}` in the "
+            f"Cutout Guard folder (it builds the CPU or CUDA build, {LLAMA_SOURCE_BUILD_MINUTES} min, showing progress), or `{INSTALL_CPU}` "
             f"for a prebuilt CPU wheel (`{INSTALL_CUDA}` for NVIDIA GPUs)"
         ) from None
     return llama_cpp

@@ -44,13 +44,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from ..core.vocab import BUILDS as BUILDS_AND_AUTO
+from ..core.vocab import BUILDS as BUILDS_AND_AUTO, LLAMA_SOURCE_BUILD_MINUTES, LLAMA_SOURCE_COMMAND
 
 log = logging.getLogger(__name__)
 
 LLAMA_CPP_VERSION = "0.3.36"
 LLAMA_CPP_MIN = "0.3.4"  # the oldest release with Llama 3.1 support and prebuilt CUDA 12 wheels
-SOURCE_BUILD_MINUTES = "15–25"  # a llama-cpp-python source build on 2 cores (measured)
 LLAMA_WHEEL_INDEX = "https://abetlen.github.io/llama-cpp-python/whl"
 # CUDA toolkits llama-cpp-python publishes wheels for (one index per toolkit, e.g. .../whl/cu125).
 LLAMA_CUDA_WHEELS: tuple[tuple[int, int], ...] = ((11, 8), (12, 1), (12, 2), (12, 3), (12, 4), (12, 5), (13, 0), (13, 2))
@@ -461,7 +460,10 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
     have = installed.version("llama-cpp-python")
     backend = installed.llama_backend
     right_backend = backend == "cuda" if device == "cuda" else backend not in ("cuda", None)
-    if have is not None and right_backend and parse_version(have) in (parse_version(LLAMA_CPP_VERSION), parse_version(_prebuilt_version(device, cuda, machine) or "")):
+    tag = llama_cuda_wheel_tag(cuda) if device == "cuda" else "cpu"
+    listed = None if machine.wheel_index is None or tag is None else machine.wheel_index.get(tag)  # None: index not read
+    offered = None if listed is None else pick_llama_version(listed, machine)  # None: not read, or no wheel fits
+    if have is not None and right_backend and parse_version(have) in (parse_version(LLAMA_CPP_VERSION), parse_version(offered or "")):
         return []  # the pinned version, or the one the index offers this machine instead
     steps: list[Step] = []
     if have is not None and not right_backend:
@@ -469,7 +471,7 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
                           f"the installed {have} is a {backend or 'unknown'} build; {device} needs the {device} build",
                           pip=("uninstall", "-y", "llama-cpp-python")))
 
-    slow = f" — takes {SOURCE_BUILD_MINUTES} min on 2 cores; pip's build output follows"
+    slow = f" — takes {LLAMA_SOURCE_BUILD_MINUTES} min on 2 cores; pip's build output follows"
     build_pip = ("install", "-v", "--no-binary", "llama-cpp-python", "--no-cache-dir", pin)  # -v streams the build's progress
     if device == "cuda":
         source = Step("build", pin, "from source for CUDA" + slow, env=(("CMAKE_ARGS", _cmake_args("-DGGML_CUDA=on", machine)),),
@@ -482,7 +484,6 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
     if missing:
         source = Step("fail", pin, _no_compiler_message(device, missing, cuda))
 
-    tag = llama_cuda_wheel_tag(cuda) if device == "cuda" else "cpu"
     prebuilt_ok = machine.platform in ("linux", "win32") or (device == "cpu" and machine.platform == "darwin")
     if request.llama_source or tag is None or not prebuilt_ok:
         if device == "cuda" and tag is None and not request.llama_source:
@@ -491,8 +492,7 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
         return steps
     index = f"{wheel_index_base(machine.env)}/{tag}"
     label = f"CUDA {tag[2:-1]}.{tag[-1]}" if device == "cuda" else "CPU"
-    listed = None if machine.wheel_index is None else machine.wheel_index.get(tag)
-    version = LLAMA_CPP_VERSION if listed is None else pick_llama_version(listed, machine)
+    version = LLAMA_CPP_VERSION if listed is None else offered
     if version is None:  # the index was read and has no wheel for this Python / OS / CPU
         what = f"cp{machine.python[0]}{machine.python[1]} {machine.platform} {machine.arch}"
         steps.append(replace(source, why=source.why + f" (no prebuilt {label} wheel for {what} on {index})"))
@@ -507,11 +507,29 @@ def plan_llama(device: str, cuda: Version | None, machine: Machine, installed: I
     return steps
 
 
-def _prebuilt_version(device: str, cuda: Version | None, machine: Machine) -> str | None:
-    """The version the read wheel index offers this machine, or None (not read, or nothing fits)."""
-    tag = llama_cuda_wheel_tag(cuda) if device == "cuda" else "cpu"
-    listed = None if machine.wheel_index is None or tag is None else machine.wheel_index.get(tag)
-    return None if listed is None else pick_llama_version(listed, machine)
+MACHINE_FACTS = ("python", "platform", "arch", "cuda", "compiler", "nvcc")
+
+
+def described_machine(machine: Machine, text: str) -> Machine:
+    """``machine`` with the facts of a description (``python=3.11,platform=linux,cuda=12.4,…``) replaced:
+    what ``install.py --dry-run --machine`` plans for; ValueError naming an unknown fact."""
+    facts = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        facts[key.strip()] = value.strip()
+    unknown = set(facts) - set(MACHINE_FACTS)
+    if unknown:
+        raise ValueError(f"--machine: unknown fact(s) {', '.join(sorted(unknown))} ({', '.join(MACHINE_FACTS)})")
+    changes: dict = {key: facts[key] for key in ("platform", "arch") if key in facts}
+    if "python" in facts:
+        changes["python"] = tuple(int(v) for v in facts["python"].split(".")[:2])
+    if "cuda" in facts:
+        cuda = parse_version(facts["cuda"])
+        changes.update(driver_cuda=cuda, nvidia_smi=cuda is not None, proc_driver=cuda is not None, libcuda=cuda is not None)
+    for key in ("compiler", "nvcc"):
+        if key in facts:
+            changes[key] = facts[key].lower() in ("1", "yes", "true")
+    return replace(machine, **changes)
 
 
 def wheel_tags(machine: Machine) -> tuple[str, ...]:
@@ -520,9 +538,6 @@ def wheel_tags(machine: Machine) -> tuple[str, ...]:
     return ("cpu",) + ((tag,) if tag else ())
 
 
-def finish_command() -> str:
-    """The one command that installs llama-cpp-python when install.py could not (builds it, showing progress)."""
-    return "python install.py --llama-source"
 
 
 def _no_compiler_message(device: str, missing: list[str], cuda: Version | None) -> str:
