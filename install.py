@@ -130,10 +130,11 @@ def _main(args) -> int:
         except ValueError as exc:
             log.error("install.py: %s", exc)
             return 2
-    if not (args.models_only or args.llama_source):  # which prebuilt llama-cpp-python wheels exist for this machine
-        base = installer.wheel_index_base(os.environ)
-        machine = dataclasses.replace(machine, wheel_index=installer.read_wheel_index(base, installer.wheel_tags(machine)))
     installed = installer.Installed() if args.machine else installer.installed_packages()  # another machine: nothing installed there
+    if not (args.models_only or args.llama_source):  # which prebuilt llama-cpp-python wheels exist for this machine
+        base = installer.wheel_index_base(machine.env)  # the index the plan then hands to pip
+        tags = installer.wheel_tags(machine, installed)
+        machine = dataclasses.replace(machine, wheel_index=installer.read_wheel_index(base, tags))
     request = installer.Request(build=args.build, models=wanted, llama_source=args.llama_source,
                                 skip_packages=args.models_only)
     try:

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "install.py"
 
 
-WHEEL_INDEX = Path(__file__).resolve().parent / "data" / "wheel_index"
+WHEEL_INDEX = Path(__file__).resolve().parent / "data" / "whl"
 
 
 def run(*args, cwd=None, python=(sys.executable,), script=INSTALL, **env_values):

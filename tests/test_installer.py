@@ -413,7 +413,7 @@ def test_llama_backend_ignores_headers():
     assert ins.llama_backend_of(["llama_cpp/lib/libggml-metal.dylib"]) == "metal"
 
 
-INDEX_PAGE = (Path(__file__).resolve().parent / "data" / "wheel_index" / "cpu" / "llama-cpp-python" / "index.html").read_text()
+INDEX_PAGE = (Path(__file__).resolve().parent / "data" / "whl" / "cpu" / "llama-cpp-python" / "index.html").read_text()
 
 
 def test_the_wheel_index_page_is_read_for_wheel_names():
@@ -460,7 +460,25 @@ def test_with_the_index_read_the_plan_installs_what_exists_or_builds_saying_how_
 
 
 def test_the_index_is_read_from_a_folder_and_unreadable_tags_are_left_out(tmp_path):
-    base = Path(__file__).resolve().parent / "data" / "wheel_index"
+    base = Path(__file__).resolve().parent / "data" / "whl"
     found = ins.read_wheel_index(str(base), ("cpu", "cu124", "cu121"))
     assert set(found) == {"cpu", "cu124"} and found["cu124"][0].startswith("llama_cpp_python-0.3.4-")
     assert ins.wheel_tags(Machine(driver_cuda=(12, 6))) == ("cpu", "cu125") and ins.wheel_tags(Machine()) == ("cpu",)
+
+
+def test_a_mirror_index_is_the_one_pip_is_given(tmp_path):
+    """Regression: install.py read $CUTOUT_GUARD_WHEEL_INDEX but the plan told pip to use the
+    project's index, so a mirror's wheel was chosen and then looked for elsewhere."""
+    base = Path(__file__).resolve().parent / "data" / "whl"
+    machine = replace(NO_GPU, python=(3, 12), env={ins.WHEEL_INDEX_ENV: str(base)})
+    machine = replace(machine, wheel_index=ins.read_wheel_index(ins.wheel_index_base(machine.env), ("cpu",)))
+    (step,) = ins.plan_llama("cpu", None, machine, Installed(), Request())
+    assert step.target == "llama-cpp-python==0.3.19"
+    assert step.pip[step.pip.index("--extra-index-url") + 1] == f"{base.as_uri()}/cpu"
+
+
+def test_the_index_folder_read_is_the_cuda_build_the_plan_chooses():
+    """Regression: only the driver's CUDA was looked at, so a build for $CUTOUT_GUARD_CUDA (a Docker
+    GPU build has no driver) or torch's CUDA never had its wheels read."""
+    assert ins.wheel_tags(Machine(env={ins.CUDA_ENV: "12.4"})) == ("cpu", "cu124")
+    assert ins.wheel_tags(Machine(), Installed({"torch": "2.7.1+cu121"})) == ("cpu", "cu121")

@@ -209,7 +209,7 @@ def _has_nvcc() -> bool:
 def look_at_machine() -> Machine:
     """Gather the facts :func:`make_plan` decides on (runs nvidia-smi; nothing is changed)."""
     smi, driver_cuda = _nvidia_smi()
-    env_keys = (BUILD_ENV, OLD_BUILD_ENV, CUDA_ENV, "CUDA_VISIBLE_DEVICES", "CMAKE_ARGS")
+    env_keys = (BUILD_ENV, OLD_BUILD_ENV, CUDA_ENV, "CUDA_VISIBLE_DEVICES", "CMAKE_ARGS", WHEEL_INDEX_ENV)
     return Machine(
         platform=sys.platform,
         nvidia_smi=smi,
@@ -238,7 +238,14 @@ _WHEEL_FILE = re.compile(r"llama_cpp_python-(?P<version>[0-9][^-]*)-(?P<python>[
 
 
 def wheel_index_base(env: Mapping[str, str]) -> str:
-    return env.get(WHEEL_INDEX_ENV, "").rstrip("/") or LLAMA_WHEEL_INDEX
+    """The wheel index read and handed to pip: ``$CUTOUT_GUARD_WHEEL_INDEX`` (a URL, or a folder as a
+    ``file:`` URL pip can use too), else the project's."""
+    given = env.get(WHEEL_INDEX_ENV, "").rstrip("/")
+    return _index_url(given) if given else LLAMA_WHEEL_INDEX
+
+
+def _index_url(base: str) -> str:
+    return base if "://" in base else Path(base).resolve().as_uri()
 
 
 def parse_wheel_index(html: str) -> tuple[str, ...]:
@@ -259,15 +266,14 @@ def read_wheel_index(base: str, tags: Sequence[str], *, timeout: float = 15.0) -
     import urllib.request
 
     found = {}
+    base = _index_url(base)
     for tag in tags:
         where = f"{base}/{tag}/llama-cpp-python/"
         try:
-            if "://" not in base:
-                page = Path(where) / "index.html"
-                html = page.read_text(encoding="utf-8")
-            else:
-                with urllib.request.urlopen(where, timeout=timeout) as response:
-                    html = response.read().decode("utf-8", "replace")
+            if where.startswith("file:"):  # a folder: its index.html, as a static server would serve it
+                where += "index.html"
+            with urllib.request.urlopen(where, timeout=timeout) as response:
+                html = response.read().decode("utf-8", "replace")
         except (OSError, ValueError) as exc:
             log.info("  could not read the wheel index %s (%s): pip will look for the wheel itself", where, exc)
             continue
@@ -532,9 +538,10 @@ def described_machine(machine: Machine, text: str) -> Machine:
     return replace(machine, **changes)
 
 
-def wheel_tags(machine: Machine) -> tuple[str, ...]:
-    """The index folders worth reading for this machine: ``cpu``, and the CUDA one its driver fits."""
-    tag = llama_cuda_wheel_tag(machine.driver_cuda)
+def wheel_tags(machine: Machine, installed: Installed = Installed()) -> tuple[str, ...]:
+    """The index folders worth reading for this machine: ``cpu``, and the CUDA one the plan would
+    choose (:func:`cuda_version`: ``$CUTOUT_GUARD_CUDA``, torch's CUDA, the driver's)."""
+    tag = llama_cuda_wheel_tag(cuda_version(machine, installed).value)
     return ("cpu",) + ((tag,) if tag else ())
 
 
