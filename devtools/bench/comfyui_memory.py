@@ -30,20 +30,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # the real-ComfyUI harness the tests use
 
-from comfyui_harness import ComfyUI, build_tiny_models, with_tiny_models  # noqa: E402
+from comfyui_harness import ComfyUI  # noqa: E402
+
+from cutout_guard.app.stages import peak_memory  # noqa: E402
+from devtools.synthetic.tiny_set import FOLDERS, build_tiny_models, with_tiny_models  # noqa: E402
 
 from .memory import SIZES, cpu_name, publish, write_image  # noqa: E402
 
 
 def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    peak = peak_memory(pid)
+    if peak is None:
+        raise RuntimeError(f"no peak RSS (VmHWM) for process {pid}: this needs Linux's /proc")
+    return peak
 
 
-FOLDERS = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "LLM",
-           "CutoutGuardLoadImageGuard": "image_guard"}
 KINDS = {"CutoutGuardLoadBEN2": "ben2", "CutoutGuardLoadFlorence2": "florence2", "CutoutGuardLoadLlamaGuard": "llama_guard",
          "CutoutGuardLoadImageGuard": "image_guard"}
 

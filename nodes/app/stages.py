@@ -61,10 +61,11 @@ def reset_peak_memory() -> bool:
         return False
 
 
-def peak_memory() -> int | None:
-    """This process's peak RSS in bytes since the last :func:`reset_peak_memory` (``VmHWM``), or None."""
+def peak_memory(pid: int | str = "self") -> int | None:
+    """A process's peak RSS in bytes (``VmHWM``; this one's by default, since the last
+    :func:`reset_peak_memory`), or None where the system cannot tell."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(f"/proc/{pid}/status") as handle:
             for line in handle:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
