@@ -89,14 +89,19 @@ def run_cli(image: Path, models: Path, out: Path, action: str, extra: list[str])
         "--offline", "--max-new-tokens", "4", "--num-beams", "1", "--threshold", "0",
         "--unsafe-action", action, "--threads", "2", *extra,
     ]
+    peak, seconds, status, stderr = measured_run(command)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    return peak, seconds, status, lines[-1] if lines else ""
+
+
+def measured_run(command: list[str]) -> tuple[int, float, int, str]:
+    """Run ``cutout-guard run`` (``command``) in a child process: (its peak RSS in bytes, seconds,
+    exit status, stderr)."""
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stderr = child.stderr.read()
     _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    return run_peak(stderr, usage.ru_maxrss * 1024), seconds, child.returncode, lines[-1] if lines else ""
+    return run_peak(stderr, usage.ru_maxrss * 1024), time.perf_counter() - start, os.waitstatus_to_exitcode(status), stderr
 
 
 WHOLE_RUN = re.compile(r"whole run (\d+) MiB")

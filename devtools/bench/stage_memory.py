@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .memory import cpu_name, publish, run_peak
+from .memory import cpu_name, measured_run, publish
 from .pipeline import bench_image, build_models
 
 STAGE_LINE = re.compile(r"peak memory by stage: (.*)")
@@ -39,12 +37,8 @@ def run_mode(load: str, images: Path, models: dict, out: Path, caption_tokens: i
         "--image-guard", models["image_guard"], "--offline", "--max-new-tokens", str(caption_tokens),
         "--threads", str(threads),
     ]
-    start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    peak, seconds, status, stderr = measured_run(command)
+    if status != 0:
         raise SystemExit(f"--load {load} failed:\n{stderr[-3000:]}")
     found = STAGE_LINE.search(stderr)
     stages = {}
@@ -52,7 +46,7 @@ def run_mode(load: str, images: Path, models: dict, out: Path, caption_tokens: i
         for part in found.group(1).split("; ")[0].split(", "):
             name, value, _ = part.split()
             stages[name] = float(value) / 1024
-    return {"peak": run_peak(stderr, usage.ru_maxrss * 1024) / 2**30, "stages": stages, "seconds": seconds}
+    return {"peak": peak / 2**30, "stages": stages, "seconds": seconds}
 
 
 def table(results: dict[str, dict], count: int) -> str:
