@@ -198,6 +198,7 @@ def test_install_py_runs_for_the_image_device_and_bakes_every_model_by_default(f
     assert re.search(rf"else\s+{re.escape(install)} --build {device};", script)  # BAKE_MODELS=false: packages only
     assert '"${BAKE_MODELS}" = "true"' in script
     assert f"PIP_CONSTRAINT=/tmp/cutout-guard/constraints.txt" in script and f"source=docker/{flavour}/constraints.txt" in script
+    assert "CUTOUT_GUARD_INSTALL_STRICT=1" in script  # a failed llama-cpp-python install fails the image build
     requirements = [r for r in runs(path, stage) if "-r /tmp/cutout-guard/requirements.txt" in r]
     assert requirements and runs(path, stage).index(requirements[0]) < runs(path, stage).index(script)
 

@@ -208,3 +208,7 @@ def test_an_install_that_cannot_get_llama_cpp_exits_0_naming_the_command(monkeyp
     assert "llama-cpp-python could not be installed" in out and "python install.py --llama-source" in out
     monkeypatch.setattr(installer, "carry_out", lambda steps, **kw: installer.Outcome(failed=["onnxruntime>=1.20"]))
     assert script.main(["--build", "cpu"]) == 1  # anything else failing still fails
+    # an image build sets the strict mode: an image without llama-cpp-python must not be built quietly
+    monkeypatch.setattr(installer, "carry_out", lambda steps, **kw: installer.Outcome(failed=["llama-cpp-python==0.3.36"]))
+    monkeypatch.setenv(installer.STRICT_ENV, "1")
+    assert script.main(["--build", "cpu"]) == 1

@@ -233,6 +233,7 @@ def _arch() -> str:
 
 # ----------------------------------------------------------------------------- the wheel index
 
+STRICT_ENV = "CUTOUT_GUARD_INSTALL_STRICT"  # "1": any failed step fails install.py (the Dockerfiles set it)
 WHEEL_INDEX_ENV = "CUTOUT_GUARD_WHEEL_INDEX"  # another llama-cpp-python wheel index (URL or folder), e.g. a mirror
 _WHEEL_FILE = re.compile(r"llama_cpp_python-(?P<version>[0-9][^-]*)-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platform>[^-]+)\.whl$")
 
