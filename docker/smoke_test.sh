@@ -147,7 +147,7 @@ smoke_gpu() {
   local tag=cutout-guard-smoke:gpu wheels=cutout-guard-smoke/llama-wheels:cpu
   step "GPU image: runtime stage on a stand-in llama-cpp-python wheel (no nvcc here)"
   build "$wheels" docker/cpu/Dockerfile --target llama-build
-  build "$tag" docker/gpu/Dockerfile --build-arg "LLAMA_WHEELS=$wheels"
+  build "$tag" docker/gpu/Dockerfile --build-arg "LLAMA_WHEELS=$wheels" --build-arg LLAMA_STAND_IN=true
   static_checks "$tag" gpu
   in_image "$tag" python -c "import importlib.metadata as m; names = {d.metadata['Name'].lower() for d in m.distributions()}
 assert 'onnxruntime-gpu' in names and 'onnxruntime' not in names, sorted(n for n in names if 'onnx' in n)" \

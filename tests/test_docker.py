@@ -184,23 +184,50 @@ def test_no_syntax_line(flavour):
     assert not re.search(r"^#\s*syntax\s*=", dockerfile(flavour).read_text(), re.MULTILINE | re.IGNORECASE)
 
 
+def install_argv(path: Path, tmp_path: Path, **build_args: str) -> list[str]:
+    """The arguments the image's install.py step passes, found by running that RUN's shell script
+    with the final stage's build arguments (defaults, then ``build_args``) and a stand-in python."""
+    stage = final_stage(path)
+    (script,) = [r for r in runs(path, stage) if "install.py" in r]
+    command = re.sub(r"^(?:--mount=\S+\s+)+", "", script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    record = tmp_path / "argv"
+    fake = bin_dir / "python"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(record))}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **stage_args(path, stage), **build_args}
+    subprocess.run(["sh", "-c", command], env=env, check=True, timeout=30)
+    return record.read_text().splitlines()
+
+
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_install_py_runs_for_the_image_device_and_bakes_every_model_by_default(flavour):
+def test_install_py_runs_for_the_image_device_and_bakes_every_model_by_default(flavour, tmp_path):
     path = dockerfile(flavour)
     stage = final_stage(path)
     args = stage_args(path, stage)
     assert args["BAKE_MODELS"] == "true"
     assert [k for k, _ in ins.parse_models(args["MODELS"], KINDS)] == list(KINDS)  # every kind the pack has
+    head = ["/tmp/cutout-guard/install.py", "--comfyui", "/comfyui", "--build", DEVICE[flavour]]
+    assert install_argv(path, tmp_path) == head + ["--models", args["MODELS"]]
+    assert install_argv(path, tmp_path, BAKE_MODELS="false") == head  # packages checked, no models
     (script,) = [r for r in runs(path, stage) if "install.py" in r]
-    device = DEVICE[flavour]
-    install = "python /tmp/cutout-guard/install.py --comfyui /comfyui"
-    assert f'{install} --build {device} --models "${{MODELS}}"' in script
-    assert re.search(rf"else\s+{re.escape(install)} --build {device};", script)  # BAKE_MODELS=false: packages only
-    assert '"${BAKE_MODELS}" = "true"' in script
     assert f"PIP_CONSTRAINT=/tmp/cutout-guard/constraints.txt" in script and f"source=docker/{flavour}/constraints.txt" in script
     assert "CUTOUT_GUARD_INSTALL_STRICT=1" in script  # a failed llama-cpp-python install fails the image build
     requirements = [r for r in runs(path, stage) if "-r /tmp/cutout-guard/requirements.txt" in r]
     assert requirements and runs(path, stage).index(requirements[0]) < runs(path, stage).index(script)
+
+
+def test_gpu_image_with_a_stand_in_llama_wheel_leaves_the_packages_alone(tmp_path):
+    """Regression: with the CPU wheel standing in for the CUDA build (no nvcc), install.py --build
+    cuda uninstalled it and then failed the build; LLAMA_STAND_IN=true makes that step models-only."""
+    path = dockerfile("gpu")
+    assert stage_args(path, final_stage(path))["LLAMA_STAND_IN"] == "false"
+    head = ["/tmp/cutout-guard/install.py", "--comfyui", "/comfyui", "--build", "cuda", "--models-only"]
+    assert install_argv(path, tmp_path, LLAMA_STAND_IN="true", BAKE_MODELS="false") == head
+    assert install_argv(path, tmp_path, LLAMA_STAND_IN="true")[: len(head) + 1] == head + ["--models"]
+    smoke = (DOCKER / "smoke_test.sh").read_text()
+    assert re.search(r'build "\$tag" docker/gpu/Dockerfile .*--build-arg "LLAMA_WHEELS=\$wheels" --build-arg LLAMA_STAND_IN=true', smoke)
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
