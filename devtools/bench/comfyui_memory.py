@@ -1,20 +1,27 @@
 """Peak memory of a real ComfyUI server running a CPU workflow, on large images with tiny models or
-on models of the real shapes.
+on models of the real shapes, optionally inside a memory limit as a worker's container has.
 
     COMFYUI_DIR=… COMFYUI_PYTHON=… python -m devtools.bench.comfyui_memory [--megapixels 1,48] [--workflow cutout_caption_safety]
-    COMFYUI_DIR=… COMFYUI_PYTHON=… python -m devtools.bench.comfyui_memory --megapixels 1 --ben2 BEN2.onnx --guard 1b --keep-loaded false
+    COMFYUI_DIR=… COMFYUI_PYTHON=… python -m devtools.bench.comfyui_memory --megapixels 1 --ben2 BEN2.onnx --guard 1b \
+        [--keep-loaded false] [--prompts 2] [--memory-limit 4]
 
 ``--ben2 PATH`` switches to models of the real shapes with random weights (that BEN2 graph, and
 the benchmark's Florence-2-base, ViT-B/16 image guard and Llama Guard GGUF of ``--guard``'s shape);
 ``--keep-loaded`` sets every loader's ``keep_loaded`` (the workflows ship ``true``).
 
 For each size a fresh ComfyUI (``--cpu``, this checkout installed as a custom node, as the
-real-ComfyUI tests start it) gets one generated PNG, runs the workflow from ``workflows_cpu/``
-with the tiny models and the text check's threshold at 0 (every image unsafe, so the saved image
-is blurred as the workflow's Save Cutout Report does for unsafe images), and the server's peak resident memory (``VmHWM`` of its process) is read
-once the prompt is done. ComfyUI's own ``LoadImage`` makes the float32 IMAGE tensor (12 bytes per
-pixel) and its mask (4); what the pack's nodes add shows as the rest of the growth over the
-smallest size, in bytes per extra pixel.
+real-ComfyUI tests start it) runs the workflow from ``workflows_cpu/`` on ``--prompts`` generated
+PNGs in a row (a new photo each time, the loaders' outputs cached between prompts as on a serving
+worker), with the tiny models and the text check's threshold at 0 (every image unsafe, so the
+saved image is blurred as the workflow's Save Cutout Report does for unsafe images). Reported:
+the server's peak resident memory (``VmHWM``), its largest anonymous and file-backed resident
+memory (sampled; mapped model files and libraries are file-backed and can be dropped under a
+limit, anonymous memory cannot), and its major page faults (pages read back from disk: a model
+evicted under a limit shows here). ``--memory-limit GIB`` runs the server in a memory cgroup of
+that size (Linux, root; the page cache is dropped first): the run finishes, or the kernel kills
+the server and the benchmark says the workflow does not fit. ComfyUI's own ``LoadImage`` makes
+the float32 IMAGE tensor (12 bytes per pixel) and its mask (4); what the pack's nodes add shows as
+the rest of the growth over the smallest size, in bytes per extra pixel.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from comfyui_harness import ComfyUI  # noqa: E402
 from cutout_guard.app.stages import peak_memory  # noqa: E402
 from devtools.synthetic.tiny_set import FOLDERS, build_tiny_models, with_tiny_models  # noqa: E402
 
+from .cgroup import MemoryLimit  # noqa: E402
+from .common import ResidentSampler  # noqa: E402
 from .memory import SIZES, cpu_name, publish, write_image  # noqa: E402
 
 
@@ -83,21 +92,50 @@ def link_models(server: ComfyUI, tiny: Path, shaped: dict[str, Path] | None) -> 
             target.with_name(path.name + ".data").symlink_to(path.with_name(path.name + ".data"))
 
 
-def measure(comfy_dir: Path, python: str, image: Path, workflow: str, models: Path,
-            shaped: dict[str, Path] | None = None, keep_loaded: bool | None = None) -> tuple[int, float]:
-    """(server peak RSS in bytes, seconds of the prompt) for one image in a fresh ComfyUI."""
+def measure(comfy_dir: Path, python: str, images: list[Path], workflow: str, models: Path,
+            shaped: dict[str, Path] | None = None, keep_loaded: bool | None = None, memory_limit: int | None = None) -> dict:
+    """A fresh ComfyUI runs the workflow on each image in turn (the loaders' outputs stay cached
+    between prompts, as in a serving worker): the server's peak RSS, its largest anonymous and
+    file-backed resident memory (bytes), and the seconds of each prompt; with ``memory_limit`` the
+    server runs in a memory cgroup of that size (``limited``: its peak charge; ``oom_kills``)."""
     with tempfile.TemporaryDirectory(prefix="cutout-guard-comfy-mem-") as base:
-        server = ComfyUI(comfy_dir, Path(base), python=python)
+        limit = None if memory_limit is None else MemoryLimit(f"cutout-guard-bench-{os.getpid()}", memory_limit)
+        if limit is not None:
+            limit.drop_page_cache()
         try:
-            link_models(server, models, shaped)
-            name = image.name
-            (server.input_dir / name).symlink_to(image)  # over the upload size limit at 48 MP
-            prompt = prompt_for(workflow, name, shaped, keep_loaded)
-            start = time.perf_counter()
-            server.run(prompt, timeout=1800)
-            return peak_rss(server.process.pid), time.perf_counter() - start
+            return _serve(comfy_dir, python if limit is None else limit.launcher(python, Path(base)), Path(base),
+                          images, workflow, models, shaped, keep_loaded, limit)
+        except Exception:
+            if limit is not None and limit.oom_kills():
+                raise SystemExit(f"the server was killed by the {memory_limit / 2**30:.2f} GiB memory limit "
+                                 f"({limit.oom_kills()} OOM kill(s)): the workflow does not fit") from None
+            raise
         finally:
-            server.close()
+            if limit is not None:
+                limit.remove()
+
+
+def _serve(comfy_dir: Path, python: str, base: Path, images: list[Path], workflow: str, models: Path,
+           shaped: dict[str, Path] | None, keep_loaded: bool | None, limit: MemoryLimit | None) -> dict:
+    server = ComfyUI(comfy_dir, base, python=python)
+    try:
+        link_models(server, models, shaped)
+        for image in images:
+            (server.input_dir / image.name).symlink_to(image)  # over the upload size limit at 48 MP
+        seconds = []
+        with ResidentSampler(server.process.pid) as resident:
+            for image in images:
+                prompt = prompt_for(workflow, image.name, shaped, keep_loaded)
+                start = time.perf_counter()
+                server.run(prompt, timeout=1800)
+                seconds.append(time.perf_counter() - start)
+        got = {"peak": peak_rss(server.process.pid), "anon": resident.peaks["RssAnon"],
+               "file": resident.peaks["RssFile"], "major_faults": resident.major_faults, "seconds": seconds}
+        if limit is not None:
+            got.update(limited=limit.peak(), oom_kills=limit.oom_kills())
+        return got
+    finally:
+        server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-loaded", choices=("true", "false"), help="every loader's keep_loaded (default: as the workflow)")
     parser.add_argument("--bench-cache", default=os.environ.get("CUTOUT_GUARD_BENCH_CACHE", str(Path.home() / ".cache" / "cutout-guard-bench")),
                         help="where the real-shaped models are built")
+    parser.add_argument("--memory-limit", type=float, metavar="GIB",
+                        help="run the server in a memory cgroup of this many GiB, as a worker's container (Linux, root)")
+    parser.add_argument("--prompts", type=int, default=1, help="prompts in a row on one server, each on a new photo (default: %(default)s)")
     parser.add_argument("--out", help="also write the table (Markdown) to this file")
     args = parser.parse_args(argv)
     comfy_dir = os.environ.get("COMFYUI_DIR")
@@ -121,19 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     build_tiny_models(models)
     shaped = shaped_models(Path(args.bench_cache), args.ben2, args.guard) if args.ben2 else None
     keep_loaded = None if args.keep_loaded is None else args.keep_loaded == "true"
-    lines = ["| pixels | server peak RSS (MiB) | extra B/pixel over the smallest | seconds |", "|---:|---:|---:|---:|"]
+    lines = ["| pixels | server peak RSS (MiB) | largest anonymous / file-backed (MiB) | major page faults | extra B/pixel over the smallest | seconds per prompt |",
+             "|---:|---:|---:|---:|---:|---:|"]
     base = None
     for mp in (int(s) for s in args.megapixels.split(",")):
         width, height = SIZES[mp]
-        image = write_image(cache / f"{mp}mp.png", width, height)
-        rss, seconds = measure(Path(comfy_dir), python, image, args.workflow, models, shaped, keep_loaded)
-        pixels = width * height
+        images = [write_image(cache / f"{mp}mp-{n}.png", width, height, seed=n) for n in range(args.prompts)]  # a new photo each prompt
+        limit = None if args.memory_limit is None else int(args.memory_limit * 2**30)
+        got = measure(Path(comfy_dir), python, images, args.workflow, models, shaped, keep_loaded, limit)
+        if limit is not None:
+            print(f"finished inside the {args.memory_limit} GiB limit, OOM kills {got['oom_kills']} (the cgroup's peak charge "
+                  f"{got['limited'] / 2**20:,.0f} MiB counts page cache, which the kernel reclaims at the limit)", flush=True)
+        rss, pixels = got["peak"], width * height
         per_pixel = "—" if base is None else f"{(rss - base[1]) / (pixels - base[0]):.1f}"
         base = base or (pixels, rss)
-        lines.append(f"| {pixels:,} | {rss / 2**20:,.0f} | {per_pixel} | {seconds:.1f} |")
+        seconds = " / ".join(f"{s:.1f}" for s in got["seconds"])
+        lines.append(f"| {pixels:,} | {rss / 2**20:,.0f} | {got['anon'] / 2**20:,.0f} / {got['file'] / 2**20:,.0f} | {got['major_faults']:,} | {per_pixel} | {seconds} |")
         print(lines[-1], flush=True)
     what = f"real shapes (BEN2 {Path(args.ben2).name}, guard {args.guard})" if shaped else "tiny models"
-    publish(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; workflow {args.workflow}, {what}, keep_loaded {args.keep_loaded or 'as shipped'}", "\n".join(lines), args.out)
+    publish(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs; workflow {args.workflow}, {what}, keep_loaded {args.keep_loaded or 'as shipped'}" + (f", in a {args.memory_limit} GiB memory cgroup" if args.memory_limit else ""), "\n".join(lines), args.out)
     return 0
 
 

@@ -67,3 +67,62 @@ def llama_log():
 def repacked_mib(lines: list[str]) -> float:
     """The repacked weight copy llama.cpp made in a load, from its log (MiB; 0 when it made none)."""
     return sum(float(m.group(1)) for line in lines for m in [REPACK_BUFFER.search(line)] if m)
+
+
+def resident(pid: int | str = "self") -> dict[str, int]:
+    """A process's resident memory now, in bytes: ``VmRSS`` (all), ``RssAnon`` (heap, arenas, copied
+    weights) and ``RssFile`` (mapped files: an mmap'd GGUF, shared libraries); empty once it ended."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile"):
+                    fields[key] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return fields
+
+
+class ResidentSampler:
+    """The largest anonymous and file-backed resident memory of a process (:func:`resident`), sampled
+    every ``interval`` seconds in a background thread (``with`` it around the work).
+
+    The kernel's peak (VmHWM) adds both kinds; they differ under a memory limit: file-backed pages
+    (an mmap'd GGUF, read-only model files) can be dropped and read again, anonymous ones cannot.
+    """
+
+    FIELDS = ("RssAnon", "RssFile", "VmRSS")
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.peaks = dict.fromkeys(self.FIELDS, 0)  # bytes
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+        self.major_faults = 0  # pages the process had to read (back) from disk so far
+
+    def sample(self) -> None:
+        for name, value in resident(self.pid).items():
+            self.peaks[name] = max(self.peaks[name], value)
+        try:
+            with open(f"/proc/{self.pid}/stat") as handle:
+                self.major_faults = int(handle.read().rpartition(")")[2].split()[9])  # majflt, after the name
+        except (OSError, IndexError, ValueError):  # the process ended
+            pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> "ResidentSampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()

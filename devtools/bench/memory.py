@@ -49,14 +49,14 @@ def build_models(root: Path) -> Path:
     return root
 
 
-def write_image(path: Path, width: int, height: int, *, band: int = 512) -> Path:
-    """A ``width×height`` RGB PNG: gradients, rings and noise (made in row bands, saved at level 1)."""
+def write_image(path: Path, width: int, height: int, *, band: int = 512, seed: int = 0) -> Path:
+    """A ``width×height`` RGB PNG: gradients, rings and noise of ``seed`` (made in row bands, saved at level 1)."""
     from PIL import Image
 
     if path.exists():
         return path
     image = Image.new("RGB", (width, height))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     x = np.arange(width, dtype=np.float32)[None, :]
     for top in range(0, height, band):
         y = np.arange(top, min(top + band, height), dtype=np.float32)[:, None]

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ben2_rate
+from .common import resident
 from .machine import cpu_description, describe as describe_cpu
 
 log = logging.getLogger(__name__)
@@ -89,13 +90,8 @@ def rss_bytes() -> int:
 
 def rss_breakdown() -> dict[str, float]:
     """Resident memory now, in MiB: total, anonymous (heap, arenas, repacked weights), file-backed (mmapped models)."""
-    fields = {}
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile"):
-                fields[key] = int(value.split()[0]) / 1024.0
-    return {"rss": fields.get("VmRSS", 0.0), "anon": fields.get("RssAnon", 0.0), "file": fields.get("RssFile", 0.0)}
+    fields = resident()
+    return {short: fields.get(key, 0) / 2**20 for short, key in (("rss", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}
 
 
 def peak_rss_mib() -> float:
