@@ -21,6 +21,8 @@ def test_node_flops_counts_multiply_adds_of_products_only():
     assert ben2_profile.node_flops("FusedConv", [[2, 8, 12, 12], [16, 8, 3, 3]], [[2, 16, 10, 10]]) == 2 * 3200 * 72
     assert ben2_profile.node_flops("Gemm", [[5, 7], [7, 3]], [[5, 3]]) == 2 * 15 * 7
     assert ben2_profile.node_flops("Softmax", [[4, 64]], [[4, 64]]) == 0
+    # an int8 convolution's weight is its fourth input (after x, x_scale, x_zero_point)
+    assert ben2_profile.node_flops("QLinearConv", [[2, 8, 12, 12], [], [], [16, 8, 3, 3]], [[2, 16, 10, 10]]) == 2 * 3200 * 72
 
 
 def test_summary_keeps_the_last_run_and_sorts_by_time():

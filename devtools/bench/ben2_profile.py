@@ -37,8 +37,9 @@ def node_flops(op: str, inputs: list[list[int]], outputs: list[list[int]]) -> in
         a = inputs[0]
         k = a[-1] if op != "Gemm" or len(a) != 2 else a[1]
         return 2 * out * k
-    if op in _CONVS and len(inputs) > 1 and len(inputs[1]) >= 3:
-        w = inputs[1]  # [Cout, Cin/group, *kernel] (NchwcConv keeps the same order)
+    weight = 3 if op == "QLinearConv" else 1  # QLinearConv: x, x_scale, x_zero_point, w, ...
+    if op in _CONVS and len(inputs) > weight and len(inputs[weight]) >= 3:
+        w = inputs[weight]  # [Cout, Cin/group, *kernel] (NchwcConv keeps the same order)
         return 2 * out * int(np.prod(w[1:], dtype=np.int64))
     return 0
 
