@@ -109,3 +109,19 @@ def test_the_rate_table_and_the_stand_in_ratios():
     assert lines[4] == "| stand-in | 10.00 | 2.78 | unknown | — | — |"
     assert lines[5].endswith("not faithful (outside ±15%)")
     assert ben2_rate.ratios(measured, "real", "missing") is None
+
+
+def test_the_share_is_of_the_higher_gemm_rate_measured_around_ben2():
+    """Regression: one GEMM measurement of a second, taken before BEN2's minutes, gave 114 GFLOP/s
+    in one run and 161 in the next on the same machine, and BEN2's share moved with it."""
+    rates = iter([{"n": 8, "threads": 1, "gflops": 100.0}, {"n": 8, "threads": 1, "gflops": 150.0}])
+    calls = []
+
+    def run_child(kind, config):
+        calls.append(kind)
+        return next(rates) if kind == "gemm" else {"median_s": 10.0, "peak_mib": 1.0}
+
+    measured = ben2_rate.measure({"real": "no-such.onnx"}, threads=1, runs=1, warmup=0, run_child=run_child)
+    assert calls == ["gemm", "ben2", "gemm"]
+    assert measured["gemm"]["gflops"] == 150.0
+    assert "150.0 GFLOP/s (the higher of 100.0 before and 150.0 after BEN2)" in ben2_rate.format_section(measured, None)[0]

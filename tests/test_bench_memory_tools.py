@@ -55,3 +55,18 @@ def test_memory_limit_without_a_memory_cgroup_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(cgroup, "ROOT", tmp_path)
     with pytest.raises(SystemExit, match="memory cgroup"):
         cgroup.MemoryLimit("bench", 2**30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
+def test_a_childs_peak_is_its_own_not_its_large_parents(request):
+    """Regression: the benchmark's BEN2-alone children reported the parent's peak (Linux carries
+    ``ru_maxrss`` over into a program its process starts), so a small graph and a large one showed
+    the same peak. The parent holds 400 MiB when it starts a child that allocates nothing."""
+    parent = (
+        "import subprocess, sys; b = bytearray(400 * 2**20); "
+        "print(subprocess.run([sys.executable, '-c', 'from devtools.bench.common import peak_rss_mib; "
+        "print(peak_rss_mib())'], capture_output=True, text=True, check=True).stdout)"
+    )
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True,
+                          cwd=request.config.rootpath)
+    assert float(done.stdout.split()[-1]) < 200  # a Python that imported one small module

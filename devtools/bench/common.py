@@ -38,8 +38,13 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], *, runs: int = 5, 
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident memory of this process so far, in MiB: the kernel's ``VmHWM``, which starts
+    afresh in a new program. ``ru_maxrss`` does not: a child started by a large process inherits
+    the parent's peak, so it is only the fallback where ``/proc`` is missing."""
+    from cutout_guard.app.stages import peak_memory
+
+    peak = peak_memory()
+    return peak / 2**20 if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 REPACK_BUFFER = re.compile(r"CPU_REPACK model buffer size\s*=\s*([\d.]+) MiB")

@@ -41,7 +41,7 @@ def matmul_model(n: int):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def gemm_rate(threads: int, *, n: int = 2048, runs: int = 5) -> dict:
+def gemm_rate(threads: int, *, n: int = 2048, runs: int = 20) -> dict:
     """onnxruntime's fp32 MatMul rate on ``threads`` threads: the median GFLOP/s of ``runs`` runs."""
     import numpy as np
     import onnxruntime as ort
