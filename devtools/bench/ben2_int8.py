@@ -25,7 +25,6 @@ import inspect
 import itertools
 import json
 import logging
-import resource
 import shutil
 import statistics
 import subprocess
@@ -40,15 +39,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 QUANTIZE = r"""
-import json, logging, resource, sys, time
+import json, logging, sys, time
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 from devtools.bench.ben2_int8 import calibration_photos, quantize
+from devtools.bench.common import peak_rss_mib
 cfg = json.loads(sys.argv[1])
 start = time.perf_counter()
 quantize(cfg["model"], cfg["out"], calibration_photos(cfg["photos"], cfg["calibration"]), op_types=cfg["ops"],
          exclude=cfg["exclude"], per_channel=cfg["per_channel"], reduce_range=cfg["reduce_range"])
 print(json.dumps({"seconds": time.perf_counter() - start,
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_mib": peak_rss_mib()}))
 """
 
 TIME = r"""
@@ -243,7 +243,7 @@ def time_pair(fp32: str, int8: str, threads: int, runs: int, int8_optimization: 
     timed in alternation on one benchmark photo."""
     from cutout_guard.engines.ben2 import Ben2
 
-    from .common import interleaved_medians
+    from .common import interleaved_medians, peak_rss_mib
     from .pipeline import bench_image
 
     image = bench_image()
@@ -255,7 +255,7 @@ def time_pair(fp32: str, int8: str, threads: int, runs: int, int8_optimization: 
     return {"runs_s": times, "median_s": {k: statistics.median(v) for k, v in times.items()},
             "optimization": {"fp32": "basic (the pack's CPU default)", "int8": int8_optimization},
             "mae": agree.mae, "iou": agree.iou,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_mib": peak_rss_mib()}
 
 
 def child(script: str, config: dict) -> dict:
@@ -275,7 +275,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--ops", nargs="+", default=["Conv", "MatMul", "Gemm"], help="op types quantized")
+    parser.add_argument("--ops", nargs="+", default=list(QUANTIZED_OPS), help="op types quantized")
     parser.add_argument("--exclude-attention", action="store_true", help="leave the MatMuls beside each Softmax in fp32")
     parser.add_argument("--int8-optimization", default="extended", choices=["basic", "extended", "all"],
                         help="onnxruntime's level for the int8 graph (QDQ pairs become int8 kernels from extended)")

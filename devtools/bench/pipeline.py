@@ -15,7 +15,7 @@ Each device runs in a fresh process (peak RSS is per process): cold load of each
 peak RSS while loading), a warm-up image, then ``--runs`` images through the three stages, timing
 each stage and the whole image; the medians are reported. Peak RSS per stage is sampled every few
 milliseconds while the stage runs (models of the other stages stay loaded, as in a real run); the
-overall peak is the kernel's ``ru_maxrss``. Random weights change what is computed, not how much,
+overall peak is the kernel's ``VmHWM``. Random weights change what is computed, not how much,
 with two exceptions the numbers account for: the caption length is fixed (``--caption-tokens``,
 a typical short caption), and the safety check reads a fixed typical caption instead of the random
 model's text (its prompt length is then the real one); a random Llama answers neither "safe" nor
@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ben2_rate
-from .common import resident
+from .common import peak_rss_mib, resident
 from .machine import cpu_description, describe as describe_cpu
 
 log = logging.getLogger(__name__)
@@ -92,10 +91,6 @@ def rss_breakdown() -> dict[str, float]:
     """Resident memory now, in MiB: total, anonymous (heap, arenas, repacked weights), file-backed (mmapped models)."""
     fields = resident()
     return {short: fields.get(key, 0) / 2**20 for short, key in (("rss", "VmRSS"), ("anon", "RssAnon"), ("file", "RssFile"))}
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class RssSampler:
